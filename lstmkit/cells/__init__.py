@@ -1,0 +1,1 @@
+"""Reference recurrent cells: readable NumPy forward and backward passes over whole sequences."""

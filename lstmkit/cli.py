@@ -1,0 +1,26 @@
+"""Command line: parses arguments and hands them to the apps. Errors a user can fix exit with 2."""
+import argparse
+import sys
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="lstmkit", description="LSTM networks: text generation and forecasting.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except ValueError as err:
+        print(f"lstmkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lstmkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
