@@ -22,8 +22,14 @@ class Layer:
         """Shape of the output without the batch axis."""
         return input_shape
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, mask=None):
+        """x (batch, *input_shape) -> output (batch, *output_shape). mask (batch, time) bool or None
+        marks real (True) versus padded (False) time steps, as in Keras."""
         raise NotImplementedError
+
+    def compute_mask(self, x, mask):
+        """The mask for the next layer (Keras semantics): passed through unless a layer makes or drops it."""
+        return mask
 
     def backward(self, dout):
         raise NotImplementedError
