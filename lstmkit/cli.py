@@ -6,7 +6,17 @@ import sys
 def build_parser():
     parser = argparse.ArgumentParser(prog="lstmkit", description="LSTM networks: text generation and forecasting.")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_textgen_commands(sub)
+    add_forecast_commands(sub)
     return parser
+
+
+def add_textgen_commands(sub):
+    """`lstmkit textgen train|sample|evaluate` and `lstmkit demo`; each sets `run=` to an apps function."""
+
+
+def add_forecast_commands(sub):
+    """`lstmkit forecast [run]|predict`; sets `run=` to an apps function."""
 
 
 def main(argv=None):
