@@ -113,3 +113,20 @@ def test_step_equals_sequence():
         h, c = lstm_step(x[t], h, c, W, U, b)
         np.testing.assert_allclose(h, y[t], rtol=1e-14)
     np.testing.assert_allclose(c, cT, rtol=1e-14)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(x=np.zeros((2, 3))), "time-major"),
+    (dict(W=np.zeros((5, 8))), "W must be"),
+    (dict(U=np.zeros((2, 7))), "U must be"),
+    (dict(b=np.zeros(7)), "b must have shape"),
+    (dict(h0=np.zeros((3, 2))), "h0 must be"),
+    (dict(c0=np.zeros((1, 2))), "c0 must be"),
+    (dict(lengths=[5, 1]), "lengths must be"),
+])
+def test_wrong_shapes_are_clear_errors(change, message):
+    args = dict(x=np.zeros((3, 2, 4)), W=np.zeros((4, 8)), U=np.zeros((2, 8)), b=np.zeros(8),
+                h0=None, c0=None, lengths=None)
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        lstm_forward(**args)

@@ -43,13 +43,37 @@ def step_mask(lengths, T, B, dtype):
     return (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, :, None]
 
 
+def check_args(x, W, U, b, h0, lengths, gates, b_shape):
+    """Raise ValueError unless x (T, B, I), W (I, gates*H), U (H, gates*H), b b_shape, h0 (B, H)
+    and lengths (B,) in [0, T] fit together. Returns (T, B, I, H)."""
+    if np.ndim(x) != 3:
+        raise ValueError(f"x must be time-major (T, B, I), got shape {np.shape(x)}")
+    T, B, I = x.shape
+    if np.ndim(U) != 2 or U.shape[1] != gates * U.shape[0]:
+        raise ValueError(f"U must be (H, {gates}*H), got shape {np.shape(U)}")
+    H = U.shape[0]
+    if np.shape(W) != (I, gates * H):
+        raise ValueError(f"W must be (I, {gates}*H) = {(I, gates * H)} for inputs with I={I} "
+                         f"and H={H}, got shape {np.shape(W)}")
+    if np.shape(b) != b_shape(H):
+        raise ValueError(f"b must have shape {b_shape(H)}, got {np.shape(b)}")
+    if h0 is not None and np.shape(h0) != (B, H):
+        raise ValueError(f"h0 must be (B, H) = {(B, H)}, got shape {np.shape(h0)}")
+    if lengths is not None:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (B,) or np.any(lengths < 0) or np.any(lengths > T):
+            raise ValueError(f"lengths must be {B} integers between 0 and T={T}, got {lengths.tolist()}")
+    return T, B, I, H
+
+
 def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     """Run the LSTM over x (T, B, I).
 
     Returns y (T, B, H) every hidden state, (h_T, c_T) each (B, H), and the cache for backward.
     """
-    T, B, _ = x.shape
-    H = U.shape[0]
+    T, B, _, H = check_args(x, W, U, b, h0, lengths, 4, lambda H: (4 * H,))
+    if c0 is not None and np.shape(c0) != (B, H):
+        raise ValueError(f"c0 must be (B, H) = {(B, H)}, got shape {np.shape(c0)}")
     dtype = x.dtype
     h = np.zeros((B, H), dtype) if h0 is None else np.asarray(h0, dtype)
     c = np.zeros((B, H), dtype) if c0 is None else np.asarray(c0, dtype)
