@@ -1,0 +1,175 @@
+"""lstmkit's compiled LSTM against torch.nn.LSTM, side by side in one process (DESIGN.md §5).
+
+Training step = forward + backward of the sum of the outputs (gradients of x and all weights);
+inference = forward without gradients; streaming = 100 single steps at batch 1, H=256, carrying
+(h, c). Both sides run float32 on the same thread count, interleaved, medians of --reps
+repetitions after warm-up. ratio = torch time / lstmkit time (> 1: lstmkit is faster).
+
+    python bench/kernels.py [--threads 2] [--reps 7] [--json FILE] [--quick]
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+SHAPES = [(1, 100, 128, 128), (16, 200, 64, 64), (32, 100, 256, 256), (64, 100, 512, 512),
+          (128, 50, 1024, 1024)]
+TARGETS = {  # (B, T, I, H): (train ratio, inference ratio), DESIGN.md §5
+    (1, 100, 128, 128): (2.0, 2.0), (16, 200, 64, 64): (2.0, 2.0), (32, 100, 256, 256): (1.2, 1.0),
+    (64, 100, 512, 512): (1.0, 1.0), (128, 50, 1024, 1024): (1.0, 1.0)}
+STREAM_TARGET, MATMUL_FRACTION = 3.0, 0.85
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def race(ours, theirs, reps, warmup=2):
+    """Median seconds of ours and theirs, run alternately (order swapped every repetition)."""
+    for _ in range(warmup):
+        ours()
+        theirs()
+    a, b = [], []
+    for k in range(reps):
+        if k % 2:
+            a.append(timed(ours))
+            b.append(timed(theirs))
+        else:
+            b.append(timed(theirs))
+            a.append(timed(ours))
+    return float(np.median(a)), float(np.median(b))
+
+
+def matmul_gflops(reps):
+    """float32 2048x2048 @ 2048x2048: the best of NumPy's and torch's BLAS, median of reps."""
+    import torch
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    ta = torch.from_numpy(a)
+    t_np, t_torch = race(lambda: a @ a, lambda: ta @ ta, reps)
+    return 2 * n ** 3 / min(t_np, t_torch) / 1e9
+
+
+def bench_shape(B, T, I, H, reps, ops, torch):
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(I, H)
+    W = module.weight_ih_l0.detach().numpy().T.copy()
+    U = module.weight_hh_l0.detach().numpy().T.copy()
+    b = (module.bias_ih_l0 + module.bias_hh_l0).detach().numpy().copy()
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    xt = torch.from_numpy(x)
+
+    def ours_train():
+        y, _, cache = ops.lstm_forward(x, W, U, b)
+        ops.lstm_backward(np.ones_like(y), None, None, cache)
+
+    def torch_train():
+        for p in module.parameters():
+            p.grad = None
+        xg = xt.clone().requires_grad_()
+        y, _ = module(xg)
+        y.sum().backward()
+
+    def ours_infer():
+        ops.lstm_forward(x, W, U, b)
+
+    def torch_infer():
+        with torch.no_grad():
+            module(xt)
+
+    ours_tr, torch_tr = race(ours_train, torch_train, reps)
+    ours_inf, torch_inf = race(ours_infer, torch_infer, reps)
+    flops = 3 * 2 * T * B * (I + H) * 4 * H   # forward 2 gemm-FLOPs per weight per row, backward 2x
+    return dict(B=B, T=T, I=I, H=H, train_ratio=torch_tr / ours_tr, infer_ratio=torch_inf / ours_inf,
+                train_gflops=flops / ours_tr / 1e9, torch_train_ms=torch_tr * 1e3,
+                train_ms=ours_tr * 1e3, torch_infer_ms=torch_inf * 1e3, infer_ms=ours_inf * 1e3)
+
+
+def bench_stream(reps, ops, torch, H=256, steps=100):
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(H, H)
+    W = module.weight_ih_l0.detach().numpy().T.copy()
+    U = module.weight_hh_l0.detach().numpy().T.copy()
+    b = (module.bias_ih_l0 + module.bias_hh_l0).detach().numpy().copy()
+    xs = np.random.default_rng(0).standard_normal((steps, 1, H)).astype(np.float32)
+    xts = torch.from_numpy(xs[:, None])   # (steps, 1, 1, H): one (T=1, B=1, I) input per step
+
+    def ours():
+        h = c = np.zeros((1, H), np.float32)
+        for t in range(steps):
+            h, c = ops.lstm_step(xs[t], h, c, W, U, b)
+
+    def theirs():
+        state = None
+        with torch.no_grad():
+            for t in range(steps):
+                _, state = module(xts[t], state)
+
+    t_ours, t_torch = race(ours, theirs, reps)
+    return t_torch / t_ours, t_ours / steps * 1e6, t_torch / steps * 1e6
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per case (>= 5)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--quick", action="store_true", help="skip the largest shape")
+    args = p.parse_args(argv)
+    if args.reps < 5:
+        p.error("--reps must be at least 5")
+    os.environ["LSTMKIT_NUM_THREADS"] = str(args.threads)
+    import torch
+    import lstmkit
+    from lstmkit.kernels import lstm_ops
+    torch.set_num_threads(args.threads)
+    lstmkit.set_num_threads(args.threads)
+    ops = lstm_ops("fast")
+
+    gflops = matmul_gflops(args.reps)
+    print(f"lstmkit vs torch {torch.__version__} (oneDNN), float32, {args.threads} threads, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"matmul 2048^3 float32: {gflops:.0f} GFLOP/s (best of NumPy and torch)\n")
+    head = f"{'B':>4} {'T':>4} {'I':>5} {'H':>5} | {'train ms':>9} {'torch':>9} {'ratio':>6} {'GF/s':>5} | " \
+           f"{'infer ms':>9} {'torch':>9} {'ratio':>6} | targets"
+    print(head)
+    print("-" * len(head))
+    rows, ok = [], True
+    shapes = SHAPES[:-1] if args.quick else SHAPES
+    for B, T, I, H in shapes:
+        reps = args.reps if H < 1024 else max(5, args.reps - 2)
+        r = bench_shape(B, T, I, H, reps, ops, torch)
+        rows.append(r)
+        tt, ti = TARGETS[(B, T, I, H)]
+        good = r["train_ratio"] >= tt and r["infer_ratio"] >= ti
+        note = f"train>={tt} infer>={ti} {'ok' if good else 'MISSED'}"
+        if (B, T, I, H) == SHAPES[-1]:
+            frac = r["train_gflops"] / gflops
+            good_gf = frac >= MATMUL_FRACTION
+            note += f"; {frac:.0%} of matmul {'ok' if good_gf else 'MISSED'}"
+            good = good and good_gf
+        ok = ok and good
+        print(f"{B:>4} {T:>4} {I:>5} {H:>5} | {r['train_ms']:>9.2f} {r['torch_train_ms']:>9.2f} "
+              f"{r['train_ratio']:>6.2f} {r['train_gflops']:>5.0f} | {r['infer_ms']:>9.2f} "
+              f"{r['torch_infer_ms']:>9.2f} {r['infer_ratio']:>6.2f} | {note}", flush=True)
+    stream, us, torch_us = bench_stream(args.reps, ops, torch)
+    ok = ok and stream >= STREAM_TARGET
+    print(f"\nstreaming, batch 1, H=256: {us:.1f} us/step, torch {torch_us:.1f} us/step, ratio "
+          f"{stream:.1f} (target >= {STREAM_TARGET}) {'ok' if stream >= STREAM_TARGET else 'MISSED'}")
+    print("all targets met" if ok else "some targets missed")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"matmul_gflops": gflops, "threads": args.threads,
+                       "shapes": rows, "stream_ratio": stream}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

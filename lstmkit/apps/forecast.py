@@ -1,0 +1,466 @@
+"""Forecasting end to end: data in, LSTM forecast with intervals, baselines and plots out.
+
+The method, in one paragraph (the README says the same). The series is filled, optionally logged
+and scaled with statistics of the training part only. For every forecast origin t the LSTM sees the
+last L values *relative to the last one* and divided by the window's mean absolute step, so the
+same network works at any level and volatility. It predicts, for all H steps at once (or one step
+at a time with --strategy recursive), the correction to a simple anchor forecast: seasonal naive
+when that beats naive on the training part, else naive. So the network starts from a strong simple
+forecast and only has to learn what the anchor misses. Training stops early on a chronological
+validation part; N seeds are trained and their median is the forecast. Intervals come from split
+conformal prediction on the validation residuals. Naive, seasonal naive, drift and damped ETS are
+scored on the same split, and the report says plainly whether the LSTM beat the best of them.
+"""
+import json
+import math
+import os
+import time as _time
+
+import numpy as np
+import pandas as pd
+
+from lstmkit.apps import baselines as bl
+from lstmkit.apps import conformal as cf
+from lstmkit.data import datasets
+from lstmkit.data.series import (FILL_STRATEGIES, Scaler, check_column, describe_missing, fill_missing,
+                                 future_index, infer_period, seasonal_anchor)
+
+LEVELS = (0.8, 0.95)
+OUTPUTS = ("forecast.csv", "metrics.json", "forecast.png", "model")
+DEFAULTS = {
+    "lookback": None, "horizon": None, "period": None, "anchor": "auto", "strategy": "direct",
+    "units": 50, "dropout": 0.0, "epochs": 200, "batch_size": 32, "patience": 20, "learning_rate": 1e-3,
+    "ensemble": 5, "seed": 0, "scaling": "standard", "log": False, "fill": "interpolate", "fill_window": 5,
+    "val_fraction": 0.2, "backtest": 1, "step": None, "max_windows": 2000,
+}
+_HORIZONS = {4: 8, 5: 10, 7: 14, 12: 12, 24: 24, 52: 13}
+MIN_TRAIN_WINDOWS = 10
+MIN_VAL_WINDOWS = 5
+
+
+# --- input -----------------------------------------------------------------------------------------
+
+def load_frame(dataset=None, csv=None, target=None, time=None, features=None):
+    """A DataFrame [target, *features] indexed by time (or row number) from a CSV or a built-in."""
+    features = list(features or [])
+    if bool(dataset) == bool(csv):
+        raise ValueError("give either --dataset NAME (" + ", ".join(datasets.SERIES) + ") or --csv FILE")
+    if csv:
+        if not target:
+            raise ValueError("--target COLUMN is required with --csv")
+        return datasets.read_series_csv(csv, target, time, features)
+    if features:
+        raise ValueError("--features only works with --csv (built-in data sets have one column)")
+    return datasets.load_series(dataset)
+
+
+def clean(df, fill="interpolate", window=5):
+    """Check every column, report and fill its missing values. Returns y (n,), X (n, k) or None, notes."""
+    if fill not in FILL_STRATEGIES:
+        raise ValueError(f"unknown --fill {fill!r}; choose one of {', '.join(FILL_STRATEGIES)}")
+    notes, cols = [], []
+    for col in df.columns:
+        v = df[col].to_numpy(float)
+        check_column(v, col, 0)
+        note = describe_missing(v, df.index, col)
+        if note:
+            notes.append(f"missing values: {note}; filled by {fill}")
+        cols.append(fill_missing(v, fill, window))
+    y = cols[0]
+    X = np.column_stack(cols[1:]) if len(cols) > 1 else None
+    return y, X, notes
+
+
+def resolve(cfg, n, index):
+    """Fill in the defaults that depend on the data: period, horizon, lookback, backtest step."""
+    cfg = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    period = cfg["period"] if cfg["period"] is not None else infer_period(index)
+    cfg["period"] = int(period) if period and period >= 2 else None
+    m = cfg["period"]
+    cfg["horizon"] = int(cfg["horizon"] or _HORIZONS.get(m, m if m and m <= 24 else 10))
+    cfg["lookback"] = int(cfg["lookback"] or max(24, 2 * m if m and m <= 60 else (m or 0)))
+    cfg["step"] = int(cfg["step"] or cfg["horizon"])
+    for key in ("horizon", "lookback", "ensemble", "backtest", "units", "epochs", "batch_size", "step"):
+        if cfg[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
+    if not 0 < cfg["val_fraction"] < 0.9:
+        raise ValueError("--val-fraction must be between 0 and 0.9")
+    if cfg["anchor"] not in ("auto", "naive", "seasonal", "none"):
+        raise ValueError("--anchor must be auto, naive, seasonal or none")
+    if cfg["strategy"] not in ("direct", "recursive"):
+        raise ValueError("--strategy must be direct or recursive")
+    min_rows = min_history(cfg) + cfg["horizon"] + cfg["step"] * (cfg["backtest"] - 1)
+    if n < min_rows:
+        raise ValueError(f"the series has {n} rows but lookback {cfg['lookback']}, horizon {cfg['horizon']}"
+                         f"{', backtest ' + str(cfg['backtest']) if cfg['backtest'] > 1 else ''} and the "
+                         f"train/validation/test split need at least {min_rows}; use a smaller --lookback, "
+                         "--horizon or --backtest, or more data")
+    return cfg
+
+
+def split_origins(n, cfg):
+    """Window origins (index of the last input step) for training and validation in a history of n."""
+    H = cfg["horizon"]
+    origins = np.arange(span(cfg) - 1, n - H)
+    n_val = max(MIN_VAL_WINDOWS, int(round(cfg["val_fraction"] * len(origins))))
+    val = origins[len(origins) - n_val:] if n_val < len(origins) else origins[:0]
+    train = origins[origins + H <= (val[0] if len(val) else -1)]
+    return train[-cfg["max_windows"]:], val
+
+
+def span(cfg):
+    """Rows each window reads: the lookback plus one season (or one step) to compute the anchor's
+    past errors."""
+    return cfg["lookback"] + (cfg["period"] or 1)
+
+
+def min_history(cfg):
+    """The fewest history rows that leave enough training and validation windows."""
+    n = span(cfg) + cfg["horizon"]
+    while True:
+        train, val = split_origins(n, cfg)
+        if len(train) >= MIN_TRAIN_WINDOWS and len(val) >= MIN_VAL_WINDOWS:
+            return n
+        n += 1
+
+
+# --- the model -------------------------------------------------------------------------------------
+
+class Forecaster:
+    """A fitted LSTM forecaster: scalers, anchor, ensemble members and conformal calibration.
+
+    predict(y, X) forecasts the `horizon` values after history y (n,) with covariates X (n, k).
+    """
+
+    def __init__(self, cfg, scaler, cov_scaler, anchor_period, target_scale, members, calibration=None):
+        self.cfg, self.scaler, self.cov_scaler = cfg, scaler, cov_scaler
+        self.anchor_period, self.target_scale = anchor_period, target_scale
+        self.members, self.calibration = members, calibration
+
+    # inputs and targets -----------------------------------------------------------------------
+    def design(self, zin, xin):
+        """Windows zin (B, S) of the scaled target and xin (B, S, k) or None of scaled covariates
+        (S = span: lookback L plus one season) -> network inputs (B, L, 2 + k) float32, anchor
+        (B, H_out) and window scale (B,).
+
+        Channels: the last L values relative to the last one, the errors the anchor would have made
+        at those steps (value minus the value one anchor lag earlier), both divided by the window
+        scale s (mean absolute step), then the covariates. With --anchor none: the scaled values."""
+        H = self.cfg["horizon"] if self.cfg["strategy"] == "direct" else 1
+        L, lag = self.cfg["lookback"], self.anchor_period or 1
+        last = zin[:, -L:]
+        if self.cfg["anchor"] == "none":
+            a, s, chans = np.zeros((len(zin), H)), np.ones(len(zin)), [last]
+        else:
+            s = np.maximum(np.mean(np.abs(np.diff(last, axis=1)), axis=1), 1e-3)
+            a = seasonal_anchor(zin, H, self.anchor_period)
+            chans = [(last - last[:, -1:]) / s[:, None], (last - zin[:, -L - lag:zin.shape[1] - lag]) / s[:, None]]
+        inp = np.stack(chans, axis=-1)
+        if xin is not None:
+            inp = np.concatenate([inp, xin[:, -L:]], axis=-1)
+        return inp.astype(np.float32), a, s
+
+    def network_step(self, zin, xin):
+        """Median over members of the next H_out scaled values: (B, L), (B, L, k) -> (B, H_out), (B,)."""
+        inp, a, s = self.design(zin, xin)
+        outs = np.stack([np.asarray(m.predict(inp), float).reshape(len(inp), -1) for m in self.members])
+        return a + s[:, None] * np.median(outs, axis=0) * self.target_scale, s
+
+    def forecast_z(self, zin, xin):
+        """Scaled forecasts (B, H) for windows (B, L) and covariate windows (B, L, k) or None."""
+        H = self.cfg["horizon"]
+        if self.cfg["strategy"] == "direct":
+            return self.network_step(zin, xin)
+        buf, xbuf, out, s0 = zin.copy(), None if xin is None else xin.copy(), [], None
+        for _ in range(H):
+            step, s = self.network_step(buf, xbuf)
+            s0 = s if s0 is None else s0
+            out.append(step[:, 0])
+            buf = np.concatenate([buf[:, 1:], step[:, :1]], axis=1)
+            if xbuf is not None:  # future covariates are unknown: hold the last ones
+                xbuf = np.concatenate([xbuf[:, 1:], xbuf[:, -1:]], axis=1)
+        return np.stack(out, axis=1), s0
+
+    def scaled(self, y, X):
+        return self.scaler.transform(y), None if X is None else self.cov_scaler.transform(X)
+
+    def windows(self, z, xs, origins):
+        past = origins[:, None] + np.arange(-span(self.cfg) + 1, 1)[None, :]
+        return z[past], None if xs is None else xs[past]
+
+    def predict(self, y, X=None):
+        """History y (n,), X (n, k) or None -> {"forecast": (H,), 0.8: (lo, hi), 0.95: (lo, hi)} in
+        original units."""
+        if len(y) < span(self.cfg):
+            raise ValueError(f"need at least {span(self.cfg)} rows (lookback plus one season) to forecast, got {len(y)}")
+        z, xs = self.scaled(np.asarray(y, float), X)
+        zin, xin = self.windows(z, xs, np.array([len(z) - 1]))
+        fz, s = self.forecast_z(zin, xin)
+        out = {"forecast": self.scaler.inverse(fz[0])}
+        if self.calibration:
+            for level, (lo, hi) in cf.intervals(fz[0], self.calibration, s[0]).items():
+                out[level] = (self.scaler.inverse(lo), self.scaler.inverse(hi))
+        return out
+
+    # saving -------------------------------------------------------------------------------------
+    def metadata(self):
+        return {"format": "lstmkit.forecast/1", "cfg": self.cfg, "scaler": self.scaler.to_dict(),
+                "cov_scaler": self.cov_scaler.to_dict() if self.cov_scaler else None,
+                "anchor_period": self.anchor_period, "target_scale": self.target_scale,
+                "calibration": {"width": self.calibration["width"].tolist(),
+                                "q": {str(k): v for k, v in self.calibration["q"].items()}}}
+
+    def save(self, directory, extra=None):
+        from lstmkit.checkpoint import save_model
+        os.makedirs(directory, exist_ok=True)
+        meta = {**self.metadata(), **(extra or {})}
+        for i, member in enumerate(self.members):
+            save_model(member, os.path.join(directory, f"member{i}.safetensors"), extra=meta)
+
+    @classmethod
+    def load(cls, directory):
+        from lstmkit.checkpoint import load_model
+        if os.path.isdir(os.path.join(directory, "model")):
+            directory = os.path.join(directory, "model")
+        files = sorted(f for f in os.listdir(directory) if f.startswith("member") and f.endswith(".safetensors")) \
+            if os.path.isdir(directory) else []
+        if not files:
+            raise ValueError(f"no saved forecast model in {directory} (expected member*.safetensors from "
+                             "`lstmkit forecast --out DIR`)")
+        members, meta = [], None
+        for f in sorted(files, key=lambda f: int(f[6:-12])):
+            model, meta = load_model(os.path.join(directory, f))
+            members.append(model)
+        if not meta or meta.get("format") != "lstmkit.forecast/1":
+            raise ValueError(f"{directory} does not hold a forecast model")
+        cal = {"width": np.asarray(meta["calibration"]["width"]),
+               "q": {float(k): v for k, v in meta["calibration"]["q"].items()}}
+        cov = Scaler.from_dict(meta["cov_scaler"]) if meta["cov_scaler"] else None
+        fc = cls(meta["cfg"], Scaler.from_dict(meta["scaler"]), cov, meta["anchor_period"],
+                 meta["target_scale"], members, cal)
+        return fc, meta
+
+
+def _build_member(cfg, n_features, n_out, seed):
+    from lstmkit.layers import LSTM, Dense, Dropout
+    from lstmkit.model import Sequential
+    from lstmkit.optim import Adam
+    layers = [LSTM(cfg["units"])] + ([Dropout(cfg["dropout"])] if cfg["dropout"] else []) + [Dense(n_out)]
+    model = Sequential(layers, seed=seed)
+    model.compile(optimizer=Adam(cfg["learning_rate"], clipnorm=1.0), loss="mse")
+    return model
+
+
+def _train_member(cfg, x, y, xv, yv, seed):
+    """One LSTM -> Dense network fitted on (x (B, L, F), y (B, H_out)), stopped early on validation."""
+    from lstmkit.callbacks import EarlyStopping
+    model = _build_member(cfg, x.shape[-1], y.shape[1], seed)
+    stop = EarlyStopping(patience=cfg["patience"], restore_best_weights=True)
+    model.fit(x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], validation_data=(xv, yv),
+              callbacks=[stop], verbose=0)
+    return model
+
+
+def fit_forecaster(y, X, cfg):
+    """Fit scalers, anchor choice, the ensemble and conformal calibration on history y (n,), X (n, k)."""
+    n, L, H = len(y), cfg["lookback"], cfg["horizon"]
+    train_o, val_o = split_origins(n, cfg)
+    fit_end = val_o[0] + 1                     # training windows touch only y[:fit_end]
+    scaler = Scaler(cfg["scaling"], cfg["log"]).fit(y[:fit_end])
+    cov_scaler = Scaler(cfg["scaling"]).fit(X[:fit_end]) if X is not None else None
+    fc = Forecaster(cfg, scaler, cov_scaler, None, 1.0, [])
+    z, xs = fc.scaled(y, X)
+    fc.anchor_period = choose_anchor(z[:fit_end], cfg)
+    H_out = H if cfg["strategy"] == "direct" else 1
+    steps = np.arange(1, H_out + 1)
+
+    def data(origins):
+        zin, xin = fc.windows(z, xs, origins)
+        inp, a, s = fc.design(zin, xin)
+        return inp, (z[origins[:, None] + steps] - a) / s[:, None]
+
+    x_tr, t_tr = data(train_o)
+    x_va, t_va = data(val_o)
+    fc.target_scale = float(np.std(t_tr)) or 1.0
+    t_tr, t_va = t_tr / fc.target_scale, t_va / fc.target_scale
+    for i in range(cfg["ensemble"]):
+        fc.members.append(_train_member(cfg, x_tr, t_tr.astype(np.float32), x_va, t_va.astype(np.float32),
+                                        cfg["seed"] + i))
+    zin, xin = fc.windows(z, xs, val_o)
+    fz, s = fc.forecast_z(zin, xin)
+    resid = z[val_o[:, None] + np.arange(1, H + 1)] - fz
+    fc.calibration = cf.calibrate(resid, s, LEVELS)
+    return fc
+
+
+def choose_anchor(z, cfg):
+    """The anchor's period: the seasonal period when seasonal naive beats naive over the horizon on
+    the scaled training part z (n,), else None (naive). Fixed by --anchor naive/seasonal."""
+    m, H = cfg["period"], cfg["horizon"]
+    if cfg["anchor"] in ("naive", "none") or not m:
+        return None
+    if cfg["anchor"] == "seasonal":
+        return m
+    origins = np.arange(m - 1, len(z) - H)
+    past = z[origins[:, None] + np.arange(-m + 1, 1)]
+    actual = z[origins[:, None] + np.arange(1, H + 1)]
+    err_seasonal = np.mean(np.abs(actual - seasonal_anchor(past, H, m)))
+    err_naive = np.mean(np.abs(actual - past[:, -1:]))
+    return m if err_seasonal < err_naive else None
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+
+def evaluate_origin(y, X, origin, cfg):
+    """Fit on y[:origin], forecast y[origin:origin+H] with the LSTM and every baseline.
+    Returns (fitted Forecaster, {"forecasts": {method: (H,)}, "intervals": {...}, "metrics": {...}})."""
+    H, m = cfg["horizon"], cfg["period"]
+    hist, actual = y[:origin], y[origin:origin + H]
+    Xh = None if X is None else X[:origin]
+    fc = fit_forecaster(hist, Xh, cfg)
+    pred = fc.predict(hist, Xh)
+    forecasts = {"lstm": pred["forecast"], **bl.baseline_forecasts(hist, H, m)}
+    scale = bl.mase_scale(hist, m)
+    metrics = {name: bl.accuracy(actual, f, scale) for name, f in forecasts.items()}
+    for level in LEVELS:
+        metrics["lstm"][f"coverage{int(level * 100)}"] = cf.coverage(actual, *pred[level])
+    return fc, {"forecasts": forecasts, "intervals": {lv: pred[lv] for lv in LEVELS}, "metrics": metrics}
+
+
+def backtest(y, X, cfg, progress=None):
+    """Rolling-origin evaluation: K = cfg["backtest"] origins, `step` apart, the last one leaving
+    exactly H test values. Returns (Forecaster of the last origin, per-origin results, origins)."""
+    n, H, K, step = len(y), cfg["horizon"], cfg["backtest"], cfg["step"]
+    origins = [n - H - step * (K - 1 - k) for k in range(K)]
+    results, fc = [], None
+    for k, origin in enumerate(origins):
+        t0 = _time.time()
+        fc, res = evaluate_origin(y, X, origin, cfg)
+        results.append(res)
+        if progress:
+            progress(k, origin, res, _time.time() - t0)
+    return fc, results, origins
+
+
+def summarize(results):
+    """Average each method's metrics over origins and name the best baseline (lowest MASE)."""
+    methods = {}
+    for name in results[0]["metrics"]:
+        keys = results[0]["metrics"][name]
+        methods[name] = {k: float(np.mean([r["metrics"][name][k] for r in results])) for k in keys}
+    best = min(bl.BASELINES, key=lambda b: methods[b]["MASE"])
+    return methods, best
+
+
+def verdict(methods, best):
+    """One line: did the LSTM beat the best baseline on MASE?"""
+    lstm, base = methods["lstm"]["MASE"], methods[best]["MASE"]
+    if lstm < base:
+        return f"LSTM beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} ({100 * (1 - lstm / base):.1f}% lower)."
+    return (f"LSTM did NOT beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} "
+            f"({100 * (lstm / base - 1):.1f}% worse); prefer {best} for this series.")
+
+
+# --- the app ---------------------------------------------------------------------------------------
+
+def forecast(dataset=None, csv=None, target=None, time=None, features=None, out=None, overwrite=False,
+             plot=True, progress=None, **settings):
+    """Run the whole job and, when `out` is given, write forecast.csv, metrics.json, forecast.png and
+    model/ there. Returns a dict with cfg, metrics summary, verdict, notes, forecast table."""
+    if out:
+        _check_out(out, overwrite)
+    df = load_frame(dataset, csv, target, time, features)
+    y, X, notes = clean(df, settings.get("fill") or DEFAULTS["fill"], settings.get("fill_window") or 5)
+    cfg = resolve(settings, len(y), df.index)
+    t0 = _time.time()
+    fc, results, origins = backtest(y, X, cfg, progress)
+    methods, best = summarize(results)
+    last = results[-1]
+    origin = origins[-1]
+    future = fc.predict(y, X)
+    table = _forecast_table(df.index, y, origin, cfg["horizon"], last, best, future)
+    summary = {
+        "data": dataset or os.path.abspath(csv), "target": df.columns[0], "rows": len(y),
+        "features": list(df.columns[1:]), "settings": cfg, "anchor": "seasonal naive" if fc.anchor_period else
+        ("none" if cfg["anchor"] == "none" else "naive"),
+        "origins": [_label(df.index, o) for o in origins], "methods": methods, "best_baseline": best,
+        "lstm_beats_best_baseline": bool(methods["lstm"]["MASE"] < methods[best]["MASE"]),
+        "verdict": verdict(methods, best), "missing": notes, "seconds": round(_time.time() - t0, 1),
+        "per_origin": [r["metrics"] for r in results],
+    }
+    if out:
+        os.makedirs(out, exist_ok=True)
+        table.to_csv(os.path.join(out, "forecast.csv"), index=False)
+        _write_json(os.path.join(out, "metrics.json"), summary)
+        fc.save(os.path.join(out, "model"), extra={"target": df.columns[0], "features": list(df.columns[1:]),
+                                                  "time_index": isinstance(df.index, pd.DatetimeIndex)})
+        if plot:
+            from lstmkit.plots import plot_forecast
+            plot_forecast(table, os.path.join(out, "forecast.png"), title=f"{summary['target']}: {summary['verdict']}",
+                          best=best)
+    return {"summary": summary, "table": table, "forecaster": fc}
+
+
+def predict(model, csv=None, dataset=None, time=None, out=None, overwrite=False):
+    """Forecast the horizon after the end of new data with a saved model (its scaler and settings)."""
+    fc, meta = Forecaster.load(model)
+    if csv and not os.path.isfile(csv):
+        raise ValueError(f"CSV file not found: {csv}")
+    df = load_frame(dataset, csv, meta["target"], time, meta["features"] if csv else None)
+    y, X, notes = clean(df, fc.cfg["fill"], fc.cfg["fill_window"])
+    pred = fc.predict(y, X)
+    index = future_index(df.index, fc.cfg["horizon"])
+    table = pd.DataFrame({"time": index, "forecast": pred["forecast"]})
+    for level in LEVELS:
+        table[f"lower{int(level * 100)}"], table[f"upper{int(level * 100)}"] = pred[level]
+    if out:
+        if os.path.exists(out) and not overwrite:
+            raise ValueError(f"{out} exists; choose another --out or pass --overwrite")
+        table.to_csv(out, index=False)
+    return {"table": table, "notes": notes}
+
+
+def _forecast_table(index, y, origin, H, last, best, future):
+    """Rows for the test part (actual, every method, LSTM intervals) then the future forecast."""
+    test_idx = index[origin:origin + H]
+    rows = pd.DataFrame({"time": test_idx, "part": "test", "actual": y[origin:origin + H]})
+    for name, f in last["forecasts"].items():
+        rows[name] = f
+    fut = pd.DataFrame({"time": future_index(index, H), "part": "future", "actual": np.nan,
+                        "lstm": future["forecast"]})
+    for level in LEVELS:
+        tag = int(level * 100)
+        rows[f"lower{tag}"], rows[f"upper{tag}"] = last["intervals"][level]
+        fut[f"lower{tag}"], fut[f"upper{tag}"] = future[level]
+    hist = pd.DataFrame({"time": index[:origin], "part": "history", "actual": y[:origin]})
+    table = pd.concat([hist, rows, fut], ignore_index=True)
+    table.attrs["best"] = best
+    return table
+
+
+def _label(index, i):
+    v = index[i]
+    return v.strftime("%Y-%m-%d") if isinstance(v, pd.Timestamp) else int(v)
+
+
+def _check_out(out, overwrite):
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file; give a directory")
+    taken = [f for f in OUTPUTS if os.path.exists(os.path.join(out, f))]
+    if taken and not overwrite:
+        raise ValueError(f"{out} already holds {', '.join(taken)}; choose another --out or pass --overwrite")
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(type(v))

@@ -1,0 +1,219 @@
+"""The fast LSTM: same functions, signatures and results as `lstmkit.cells.lstm`, compiled.
+
+Forward: the input projection of all steps is one gemm, x (T*B, I) @ W -> gates (T*B, 4H); then
+a compiled loop adds h_{t-1} @ U into gates[t] with one BLAS call (beta = 1, no temporary) and
+runs one fused pass that applies the nonlinearities, updates c and h and stores what BPTT needs.
+Backward: a compiled loop that, per step, runs one fused pass for the gate gradients and one gemm
+for dh_{t-1}; after it dx, dW and dU are three large gemms over all steps. Nothing is allocated
+inside the time loops. See `lstmkit.cells.lstm` for the equations.
+
+Buffers (time-major, as in the reference):
+
+    gates  (T, B, 4H)  pre-activations, then i, f, g, o after their nonlinearities
+    hs     (T+1, B, H) hs[0] = h0, hs[t+1] = h carried out of step t (frozen past a length)
+    cs     (T+1, B, H) the same for c
+    tanh_c (T, B, H)   tanh(c_t) of each step's new cell
+    dz     (T, B, 4H)  gradient of the gate pre-activations (backward only)
+"""
+import numpy as np
+
+from lstmkit.kernels import threads
+from lstmkit.kernels.core import gemm, jit, vsigmoid, vtanh
+
+threads.apply_env()
+
+
+@jit
+def _forward_loop(gates, b, hs, cs, tanh_c, y, U, lengths):
+    """Recurrence over gates (T, B, 4H) holding x_t W; b (4H,), U (H, 4H), lengths (B,) int64.
+    Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and turns gates into activations in place."""
+    T, B, G = gates.shape
+    H = G // 4
+    for t in range(T):
+        gemm(hs[t], U, gates[t], 1.0, False, False)      # z_t = x_t W + h_{t-1} U
+        for r in range(B):
+            z, hp, cp, hn, cn = gates[t, r], hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r]
+            if t >= lengths[r]:                            # past its length: state frozen, y = 0
+                for j in range(H):
+                    hn[j] = hp[j]
+                    cn[j] = cp[j]
+                    y[t, r, j] = 0.0
+                continue
+            th, yr = tanh_c[t, r], y[t, r]
+            for j in range(H):
+                i = vsigmoid(z[j] + b[j])
+                f = vsigmoid(z[H + j] + b[H + j])
+                g = vtanh(z[2 * H + j] + b[2 * H + j])
+                o = vsigmoid(z[3 * H + j] + b[3 * H + j])
+                c = f * cp[j] + i * g                      # C_t = f C_{t-1} + i C~_t
+                tc = vtanh(c)
+                h = o * tc                                 # h_t = o tanh(C_t)
+                z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o
+                th[j] = tc
+                cn[j] = c
+                hn[j] = h
+                yr[j] = h
+
+
+@jit
+def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, lengths, dz, db):
+    """BPTT over T steps. dy (T, B, H); dh, dc (B, H) carry the state gradients and end as
+    dh0, dc0; gates, cs, tanh_c from forward; fills dz (T, B, 4H) and accumulates db (4H,)
+    (float64)."""
+    T, B, G = gates.shape
+    H = G // 4
+    for t in range(T - 1, -1, -1):
+        for r in range(B):
+            d = dz[t, r]
+            if t >= lengths[r]:          # no step here: dz = 0, dh and dc pass through unchanged
+                for j in range(G):
+                    d[j] = 0.0
+                continue
+            a, cp, th, dyr, dhr, dcr = gates[t, r], cs[t, r], tanh_c[t, r], dy[t, r], dh[r], dc[r]
+            for j in range(H):
+                i, f, g, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
+                dhn = dyr[j] + dhr[j]                          # h_t reached y_t and step t+1
+                dcn = dcr[j] + dhn * o * (1 - th[j] * th[j])   # through h_t = o tanh(C_t)
+                d[j] = dcn * g * i * (1 - i)
+                d[H + j] = dcn * cp[j] * f * (1 - f)
+                d[2 * H + j] = dcn * i * (1 - g * g)
+                d[3 * H + j] = dhn * th[j] * o * (1 - o)
+                dcr[j] = dcn * f
+                dhr[j] = 0.0                                   # gemm below adds dz_t U^T
+            for j in range(G):
+                db[j] += d[j]
+        gemm(dz[t], U, dh, 1.0, False, True)                   # dh_{t-1} = dz_t U^T (+ frozen)
+
+
+@jit
+def _step(x, h, c, W, U, b, z, h_out, c_out):
+    """One step: x (B, I), h, c (B, H) -> h_out, c_out (B, H); z (B, 4H) is scratch."""
+    B, G = z.shape
+    H = G // 4
+    gemm(x, W, z, 0.0, False, False)
+    gemm(h, U, z, 1.0, False, False)
+    for r in range(B):
+        zr, cp, hn, cn = z[r], c[r], h_out[r], c_out[r]
+        for j in range(H):
+            i = vsigmoid(zr[j] + b[j])
+            f = vsigmoid(zr[H + j] + b[H + j])
+            g = vtanh(zr[2 * H + j] + b[2 * H + j])
+            o = vsigmoid(zr[3 * H + j] + b[3 * H + j])
+            cc = f * cp[j] + i * g
+            cn[j] = cc
+            hn[j] = o * vtanh(cc)
+
+
+@jit
+def _project(x2, W, out):
+    """out (N, 4H) = x2 (N, I) @ W (I, 4H), the input projection of every step at once."""
+    gemm(x2, W, out, 0.0, False, False)
+
+
+@jit
+def _weight_grads(x2, hp2, dz2, W, U, dx2, dW, dU):
+    """dx2 (N, I) = dz2 W^T, dW (I, 4H) = x2^T dz2, dU (H, 4H) = hp2^T dz2; N = T*B."""
+    gemm(dz2, W, dx2, 0.0, False, True)
+    gemm(x2, dz2, dW, 0.0, True, False)
+    gemm(hp2, dz2, dU, 0.0, True, False)
+
+
+# --- argument checks and the public functions ----------------------------------------------------
+
+def _dtype_of(x):
+    dtype = np.asarray(x).dtype
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"x must be float32 or float64, got {dtype}; convert it with x.astype(np.float32)")
+    return dtype
+
+
+def _as(a, dtype, shape, name):
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return a
+
+
+def _weights(W, U, b, I, dtype):
+    U = np.ascontiguousarray(U, dtype=dtype)
+    if U.ndim != 2 or U.shape[1] != 4 * U.shape[0] or U.shape[0] == 0:
+        raise ValueError(f"U must have shape (H, 4H) with H >= 1, got {U.shape}")
+    H = U.shape[0]
+    return _as(W, dtype, (I, 4 * H), "W"), U, _as(b, dtype, (4 * H,), "b"), H
+
+
+def _lengths(lengths, T, B):
+    if lengths is None:
+        return np.full(B, T, np.int64)
+    lengths = np.asarray(lengths)
+    if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths must be {B} integers (one per sequence), got {lengths!r}")
+    if np.any(lengths < 0) or np.any(lengths > T):
+        raise ValueError(f"lengths must lie in [0, {T}] (the number of time steps), got {lengths.tolist()}")
+    return lengths.astype(np.int64)
+
+
+def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
+    """Run the LSTM over x (T, B, I).
+
+    Returns y (T, B, H) every hidden state, (h_T, c_T) each (B, H), and the cache for backward.
+    """
+    dtype = _dtype_of(x)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"x must be (time, batch, features) with no empty axis, got shape {x.shape}")
+    T, B, I = x.shape
+    W, U, b, H = _weights(W, U, b, I, dtype)
+    lens = _lengths(lengths, T, B)
+    gates = np.empty((T, B, 4 * H), dtype)
+    hs = np.empty((T + 1, B, H), dtype)
+    cs = np.empty((T + 1, B, H), dtype)
+    hs[0] = 0 if h0 is None else _as(h0, dtype, (B, H), "h0")
+    cs[0] = 0 if c0 is None else _as(c0, dtype, (B, H), "c0")
+    tanh_c = np.empty((T, B, H), dtype)
+    y = np.empty((T, B, H), dtype)
+    x2 = x.reshape(T * B, I)
+    _project(x2, W, gates.reshape(T * B, 4 * H))
+    _forward_loop(gates, b, hs, cs, tanh_c, y, U, lens)
+    cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
+    return y, (hs[T].copy(), cs[T].copy()), cache
+
+
+def lstm_backward(dy, dh_T, dc_T, cache):
+    """Backpropagation through time.
+
+    dy (T, B, H) is the gradient of the outputs; dh_T, dc_T (B, H) of the final state (or None).
+    Returns dx (T, B, I), dW (I, 4H), dU (H, 4H), db (4H,), dh0 (B, H), dc0 (B, H).
+    """
+    x, W, U, gates = cache["x"], cache["W"], cache["U"], cache["gates"]
+    T, B, I = x.shape
+    H = U.shape[0]
+    dtype = x.dtype
+    dy = _as(dy, dtype, (T, B, H), "dy")
+    dh = np.zeros((B, H), dtype) if dh_T is None else _as(dh_T, dtype, (B, H), "dh_T").copy()
+    dc = np.zeros((B, H), dtype) if dc_T is None else _as(dc_T, dtype, (B, H), "dc_T").copy()
+    dz = np.empty((T, B, 4 * H), dtype)
+    db = np.zeros(4 * H, np.float64)
+    _backward_loop(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, cache["lengths"], dz, db)
+    dx = np.empty((T, B, I), dtype)
+    dW = np.empty((I, 4 * H), dtype)
+    dU = np.empty((H, 4 * H), dtype)
+    _weight_grads(x.reshape(T * B, I), cache["hs"][:T].reshape(T * B, H), dz.reshape(T * B, 4 * H),
+                  W, U, dx.reshape(T * B, I), dW, dU)
+    return dx, dW, dU, db.astype(dtype), dh, dc
+
+
+def lstm_step(x, h, c, W, U, b):
+    """One step for streaming inference: x (B, I), h and c (B, H) -> new (h, c)."""
+    dtype = _dtype_of(x)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if x.ndim != 2:
+        raise ValueError(f"x must be (batch, features) for one step, got shape {x.shape}")
+    B, I = x.shape
+    W, U, b, H = _weights(W, U, b, I, dtype)
+    h = _as(h, dtype, (B, H), "h")
+    c = _as(c, dtype, (B, H), "c")
+    h_out = np.empty((B, H), dtype)
+    c_out = np.empty((B, H), dtype)
+    _step(x, h, c, W, U, b, np.empty((B, 4 * H), dtype), h_out, c_out)
+    return h_out, c_out

@@ -1,0 +1,29 @@
+"""The GRU layer: Keras's GRU (reset_after=True) on the reference GRU cell, in PyTorch's layout."""
+import numpy as np
+
+from lstmkit.cells import gru as cell
+from lstmkit.layers.recurrent import Recurrent
+
+
+class GRU(Recurrent):
+    """Gated recurrent unit layer over (batch, time, features).
+
+    Weights, in get_weights() order: kernel W (features, 3*units) Glorot-uniform, recurrent_kernel
+    U (units, 3*units) orthogonal, bias (2, 3*units) zero = [b_ih; b_hh]. Gate blocks r, z, n as
+    torch.nn.GRU (Keras orders them z, r, h; the equations are those of Keras's reset_after=True).
+    The state is [h]. Options (return_sequences, return_state, stateful, dropout, masks): see
+    layers.recurrent.
+    """
+    gates = 3
+
+    def initial_bias(self):
+        return np.zeros((2, 3 * self.units))
+
+    def run_forward(self, x, states, lengths):
+        p = self.params
+        y, h, cache = cell.gru_forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], states[0], lengths=lengths)
+        return y, [h], cache
+
+    def run_backward(self, dy, dstates, cache):
+        dx, dW, dU, db, dh0 = cell.gru_backward(dy, dstates[0], cache)
+        return dx, [dW, dU, db], [dh0]
