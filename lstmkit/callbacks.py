@@ -127,9 +127,21 @@ class ProgressBar(Callback):
                                f"{time.perf_counter() - self.start:.1f}s", highlight=False, soft_wrap=True)
 
     def on_train_end(self, logs=None):
-        if self.progress is not None:
+        self.close()
+
+    def close(self):
+        """Stop a running bar (also called when training is interrupted)."""
+        if getattr(self, "progress", None) is not None:
             self.progress.stop()
             self.progress = None
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as the loss becomes NaN or infinite."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not math.isfinite((logs or {}).get("loss", 0.0)):
+            self.model.stop_training = True
 
 
 class _Monitor(Callback):

@@ -78,7 +78,6 @@ def load_model(path, compile=True):
     """Read a model written by save_model: returns (model, extra). The model is compiled (and
     carries its training state, model.epoch included) if it was saved compiled."""
     from . import losses, optim
-    from .model import Sequential
     file = model_file(path)
     if not file.is_file():
         raise ValueError(f"no lstmkit model at {path}: the file does not exist")

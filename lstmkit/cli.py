@@ -76,6 +76,56 @@ def add_textgen_commands(sub):
 
 def add_forecast_commands(sub):
     """`lstmkit forecast [run]|predict`; sets `run=` to an apps function."""
+    from lstmkit.apps import forecast as forecast_app
+
+    p = sub.add_parser(
+        "forecast", help="forecast a time series with an LSTM, beside baselines, with intervals",
+        description="Forecast a CSV column or a built-in series (co2, sunspots, airpassengers, msft) with an "
+                    "LSTM that corrects a simple anchor forecast; scores it beside naive, seasonal naive, drift "
+                    "and ETS on the same split and says whether it beat them. `forecast predict --model DIR "
+                    "--csv NEW.csv` forecasts new data with a saved model.")
+    p.add_argument("action", nargs="?", choices=("run", "predict"), default="run",
+                   help="run (default): fit, evaluate and save; predict: forecast with a saved --model")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="built-in series: co2, sunspots, airpassengers, msft")
+    g.add_argument("--csv", help="CSV file with a header row")
+    g.add_argument("--target", help="column to forecast (with --csv)")
+    g.add_argument("--time", help="column of dates or times (optional; sets the period and plot axis)")
+    g.add_argument("--features", help="comma-separated extra columns used as past covariates")
+    g.add_argument("--fill", choices=("interpolate", "mean", "median", "mode", "ffill", "moving-average"),
+                   help="missing-value strategy (default interpolate)")
+    g.add_argument("--fill-window", type=int, help="window of the moving-average fill (default 5)")
+    g = p.add_argument_group("model")
+    g.add_argument("--lookback", type=int, help="input steps per window (default max(24, 2*period))")
+    g.add_argument("--horizon", type=int, help="steps to forecast (default from the period: 12 monthly, 10 otherwise...)")
+    g.add_argument("--period", type=int, help="seasonal period (default inferred from --time; 0 or 1: none)")
+    g.add_argument("--anchor", choices=("auto", "naive", "drift", "seasonal", "seasonal-drift", "ets", "none"),
+                   help="simple forecast the LSTM corrects (default auto: best on the training part; "
+                        "none: predict scaled values directly)")
+    g.add_argument("--strategy", choices=("direct", "recursive"), help="direct multi-output (default) or recursive")
+    g.add_argument("--units", type=int, help="LSTM units (default 50)")
+    g.add_argument("--dropout", type=float, help="dropout after the LSTM (default 0)")
+    g.add_argument("--scaling", choices=("standard", "minmax"), help="scaling fitted on the training part (default standard)")
+    g.add_argument("--log", action="store_true", default=None, help="log-transform the target first")
+    g = p.add_argument_group("training and evaluation")
+    g.add_argument("--epochs", type=int, help="maximum epochs (default 200; early stopping on validation)")
+    g.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 20)")
+    g.add_argument("--batch-size", type=int, help="mini-batch size (default 32)")
+    g.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
+    g.add_argument("--ensemble", type=int, help="seeds trained; the forecast is their median (default 5)")
+    g.add_argument("--seed", type=int, help="first seed (default 0)")
+    g.add_argument("--val-fraction", type=float, help="share of windows for validation (default 0.2)")
+    g.add_argument("--max-windows", type=int, help="use at most this many recent training windows (default 2000)")
+    g.add_argument("--backtest", type=int, help="rolling-origin evaluation over K origins (default 1)")
+    g.add_argument("--step", type=int, help="steps between backtest origins (default the horizon)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="run: output directory (default ./forecast-NAME, never reused); "
+                                 "predict: CSV file to write")
+    g.add_argument("--overwrite", action="store_true", help="allow replacing earlier outputs in --out")
+    g.add_argument("--model", help="predict: directory of a saved forecast model (a run's --out)")
+    g.add_argument("--no-plot", action="store_true", help="skip forecast.png")
+    g.add_argument("--quiet", action="store_true", help="print only the verdict")
+    p.set_defaults(run=forecast_app.run)
 
 
 def main(argv=None):

@@ -23,7 +23,8 @@ def log_softmax(z):
 
 
 class Loss:
-    """Base class: subclasses define `elementwise(y_pred, y_true)` and `gradient()` per element."""
+    """Base class: subclasses define forward(y_pred, y_true, mask=None) -> mean loss (float),
+    keeping what backward() -> dL/dy_pred (y_pred's shape) needs."""
 
     name = "loss"
 
@@ -48,7 +49,9 @@ class Loss:
 
 
 class _Regression(Loss):
-    """Shared code of the element-wise regression losses: mean over every element."""
+    """Element-wise regression losses: the mean of elementwise(d) over every element of
+    d = y_pred - y_true (only unmasked time steps count); subclasses give elementwise and its
+    derivative."""
 
     def forward(self, y_pred, y_true, mask=None):
         y_pred = np.asarray(y_pred)

@@ -217,77 +217,87 @@ class Sequential:
         verbose: "auto"/1 a progress bar on a terminal, 2 one line per epoch, 0 nothing.
         validation_split takes the last fraction of x, y (before shuffling), like Keras."""
         self._require_compiled()
+        x, y, val = self._fit_data(x, y, validation_split, validation_data)
+        batch_size = _check_batch_size(batch_size)
+        if int(epochs) < 1 or not 0 <= int(initial_epoch) <= int(epochs):
+            raise ValueError(f"need epochs >= 1 and 0 <= initial_epoch <= epochs, got {epochs}, {initial_epoch}")
+        history = History()
+        cbs = list(callbacks or [])
+        if verbose == 2 or verbose in ("auto", 1, True):
+            cbs.append(ProgressBar(per_epoch=verbose == 2))
+        cbs.append(history)                 # last, so it records what other callbacks log
+        params = {"epochs": int(epochs), "steps": math.ceil(len(x) / batch_size), "samples": len(x),
+                  "verbose": verbose}
+        for cb in cbs:
+            if not isinstance(cb, Callback):
+                raise ValueError(f"callbacks must be lstmkit.callbacks.Callback objects, got {type(cb).__name__}")
+            cb.set_model(self)
+            cb.set_params(params)
+        self.stop_training = False
+        self.history = history
+        try:
+            for cb in cbs:
+                cb.on_train_begin({})
+            for epoch in range(int(initial_epoch), int(epochs)):
+                for cb in cbs:
+                    cb.on_epoch_begin(epoch, {})
+                logs = self._train_epoch(x, y, batch_size, shuffle, cbs)
+                if val is not None:
+                    vlogs = self.evaluate(val[0], val[1], batch_size=batch_size, return_dict=True)
+                    logs.update({f"val_{k}": v for k, v in vlogs.items()})
+                self.epoch = epoch + 1
+                for cb in cbs:
+                    cb.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+            for cb in cbs:
+                cb.on_train_end({})
+        finally:
+            for cb in cbs:
+                if isinstance(cb, ProgressBar):
+                    cb.close()               # leave the terminal tidy, even on Ctrl-C
+        return history
+
+    def _fit_data(self, x, y, validation_split, validation_data):
+        """Checked training arrays and the validation pair (or None)."""
         x = self._check_x(x)
         y = self._check_y(x, y)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (x_val, y_val)")
             xv = self._check_x(validation_data[0])
-            val = (xv, self._check_y(xv, validation_data[1]))
-        elif validation_split:
-            if not 0 < validation_split < 1:
-                raise ValueError(f"validation_split must be between 0 and 1, got {validation_split}")
-            split = int(math.floor(len(x) * (1 - validation_split)))
-            if split in (0, len(x)):
-                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves an empty "
-                                 f"training or validation set")
-            x, y, val = x[:split], y[:split], (x[split:], y[split:])
-        else:
-            val = None
-        batch_size = _check_batch_size(batch_size)
-        if int(epochs) < 1 or not 0 <= int(initial_epoch) <= int(epochs):
-            raise ValueError(f"need epochs >= 1 and 0 <= initial_epoch <= epochs, got {epochs}, {initial_epoch}")
+            return x, y, (xv, self._check_y(xv, validation_data[1]))
+        if not validation_split:
+            return x, y, None
+        if not 0 < validation_split < 1:
+            raise ValueError(f"validation_split must be between 0 and 1, got {validation_split}")
+        split = int(math.floor(len(x) * (1 - validation_split)))
+        if split in (0, len(x)):
+            raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves an empty "
+                             f"training or validation set")
+        return x[:split], y[:split], (x[split:], y[split:])
+
+    def _train_epoch(self, x, y, batch_size, shuffle, cbs):
+        """One pass over x, y in mini-batches (shuffled with the model's generator); returns the
+        epoch's logs: mean loss and metrics."""
         n = len(x)
-        steps = math.ceil(n / batch_size)
-        history = History()
-        cbs = list(callbacks or [])
-        if verbose == 2 or verbose in ("auto", 1, True):
-            cbs.append(ProgressBar(per_epoch=verbose == 2))
-        cbs.append(history)                 # last, so it records what other callbacks log
-        for cb in cbs:
-            if not isinstance(cb, Callback):
-                raise ValueError(f"callbacks must be lstmkit.callbacks.Callback objects, got {type(cb).__name__}")
-            cb.set_model(self)
-            cb.set_params({"epochs": int(epochs), "steps": steps, "samples": n, "verbose": verbose})
-        self.stop_training = False
-        self.history = history
-        for cb in cbs:
-            cb.on_train_begin({})
-        for epoch in range(int(initial_epoch), int(epochs)):
+        order = self.rng.permutation(n) if shuffle else np.arange(n)
+        mets = self._new_metrics()
+        total = seen = 0
+        for step, start in enumerate(range(0, n, batch_size)):
+            idx = order[start:start + batch_size]
+            xb, yb = (x[idx], y[idx]) if shuffle else (x[start:start + batch_size], y[start:start + batch_size])
+            loss, out, mask = self._train_step(xb, yb)
+            total += loss * len(idx)
+            seen += len(idx)
+            for m in mets:
+                m.update(out, yb, mask)
+            logs = {"loss": total / seen, **{m.name: m.result() for m in mets}, "size": len(idx)}
             for cb in cbs:
-                cb.on_epoch_begin(epoch, {})
-            order = self.rng.permutation(n) if shuffle else np.arange(n)
-            mets = self._new_metrics()
-            total = 0.0
-            seen = 0
-            for step in range(steps):
-                idx = order[step * batch_size:(step + 1) * batch_size]
-                if shuffle:
-                    xb, yb = x[idx], y[idx]
-                else:
-                    xb, yb = x[idx[0]:idx[-1] + 1], y[idx[0]:idx[-1] + 1]
-                loss, out, mask = self._train_step(xb, yb)
-                total += loss * len(idx)
-                seen += len(idx)
-                for m in mets:
-                    m.update(out, yb, mask)
-                logs = {"loss": total / seen, **{m.name: m.result() for m in mets}, "size": len(idx)}
-                for cb in cbs:
-                    cb.on_train_batch_end(step, logs)
-                if self.stop_training:
-                    break
-            logs = {"loss": total / seen, **{m.name: m.result() for m in mets}}
-            if val is not None:
-                vlogs = self.evaluate(val[0], val[1], batch_size=batch_size, return_dict=True)
-                logs.update({f"val_{k}": v for k, v in vlogs.items()})
-            self.epoch = epoch + 1
-            for cb in cbs:
-                cb.on_epoch_end(epoch, logs)
+                cb.on_train_batch_end(step, logs)
             if self.stop_training:
                 break
-        for cb in cbs:
-            cb.on_train_end({})
-        return history
+        return {"loss": total / seen, **{m.name: m.result() for m in mets}}
 
     def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
         """Mean loss (and metrics) over x, y without training: the loss alone, a list

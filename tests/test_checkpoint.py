@@ -13,7 +13,7 @@ from safetensors.numpy import load as st_load, save as st_save
 import lstmkit
 from lstmkit import checkpoint, optim
 from lstmkit.checkpoint import load_model, save_model
-from lstmkit.layers import GRU, LSTM, Dense, Dropout, Embedding
+from lstmkit.layers import GRU, Dense, Embedding, LSTM
 from lstmkit.model import Sequential
 
 rng = np.random.default_rng(0)

@@ -114,3 +114,31 @@ def test_registry_rebuilds_every_layer_from_its_config():
     for layer in examples:
         config = json.loads(json.dumps(layer.get_config()))
         assert LAYERS[type(layer).__name__](**config).get_config() == config
+
+
+def test_masking_decides_in_the_layer_dtype():
+    # 1e-50 is not zero in float64 but is in float32: the mask a model passes on (compute_mask on the
+    # raw input) must agree with the steps forward zeroes, as Keras compares in the layer's dtype
+    layer = built(Masking(), (2, 1))
+    x = np.array([[[1.0], [1e-50]]])
+    keep = layer.forward(x)[..., 0] != 0
+    np.testing.assert_array_equal(layer.compute_mask(x, None), keep)
+    np.testing.assert_array_equal(keep, [[True, False]])
+
+
+@pytest.mark.parametrize("bad", [np.array([[["a", "b", "c"]]]), np.ones((1, 1, 3), complex),
+                                 np.array([[[None, 1, 2]]], object)])
+def test_non_numeric_input_names_the_expected_shape(bad):
+    for layer in (built(Dense(2), (1, 3)), built(Masking(), (1, 3)), built(Dropout(0.5), (1, 3))):
+        with pytest.raises(ValueError, match=r"expects numbers of shape \(batch, .*3\), got"):
+            layer.forward(bad, training=True)
+
+
+@pytest.mark.parametrize("bad", [[[np.nan, 1.0]], [[np.inf, 1.0]], [["a", "b"]], [[1 + 1j, 2]]])
+def test_embedding_rejects_non_integer_ids_without_numpy_warnings(bad):
+    import warnings
+    layer = built(Embedding(5, 3), (2,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"integer ids of shape \(batch, time\)"):
+            layer.forward(np.array(bad))

@@ -167,15 +167,23 @@ def test_recurrent_input_dropout_in_training(make):
 
 
 @pytest.mark.parametrize("make", RECURRENT)
-def test_stateful_second_call_cuts_gradient_at_the_boundary(make):
+@pytest.mark.parametrize("masked", [False, True])
+def test_stateful_second_call_cuts_gradient_at_the_boundary(make, masked):
+    # masked: the first call carries each row's state at its last real step; in the second call
+    # row 1 is empty, so its carried state passes through untouched
     layer = rnn(make, 3, 2, stateful=True, return_sequences=True)
-    layer.forward(data(2, 3, 2, seed=4))
+    mask = np.array([[True, True, True], [True, False, False], [True, True, False]]) if masked else None
+    layer.forward(data(3, 3, 2, seed=4), mask=mask)
     carried = [s.copy() for s in layer.states]
     assert np.abs(carried[0]).sum() > 0
 
     def restore():
         layer.states = [s.copy() for s in carried]
-    check_layer(layer, data(2, 3, 2, seed=5), before=restore)
+    second = np.array([[True, True, False], [False, False, False], [True, True, True]]) if masked else None
+    check_layer(layer, data(3, 3, 2, seed=5), before=restore, mask=second)
+    if masked:
+        for now, before in zip(layer.states, carried):
+            np.testing.assert_array_equal(now[1], before[1])
 
 
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "ave", "mul"])

@@ -83,7 +83,8 @@ def test_defaults_and_initialisers():
     assert W.shape == (3, 20) and U.shape == (5, 20) and b.shape == (20,)
     assert W.dtype == np.float32
     assert np.abs(W).max() <= np.sqrt(6 / 23)
-    np.testing.assert_allclose(U @ U.T, np.eye(5), atol=1e-5)     # orthogonal rows
+    np.testing.assert_allclose(U @ U.T, np.eye(5), atol=1e-5)     # orthogonal rows, as Keras's (H, 4H)
+    assert not np.allclose(U[:, 5:10] @ U[:, 5:10].T, np.eye(5), atol=1e-2)   # not per gate block
     np.testing.assert_array_equal(b, np.r_[np.zeros(5), np.ones(5), np.zeros(10)])
     again = LSTM(5)
     again.build((7, 3), np.random.default_rng(0))
@@ -126,3 +127,16 @@ def test_errors_name_the_expected_shape():
         layer.set_weights([np.zeros((3, 16))])
     with pytest.raises(ValueError, match="impl must be one of"):
         LSTM(4, impl="cuda")
+
+
+def test_backward_checks_every_gradient_shape():
+    layer = LSTM(4, return_state=True, impl="reference")
+    layer.build((None, 3), np.random.default_rng(0))
+    layer.forward(np.zeros((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"gradient of c with shape \(2, 4\), got \(2, 5\)"):
+        layer.backward([np.zeros((2, 4)), None, np.zeros((2, 5))])
+    with pytest.raises(ValueError, match=r"gradient of output with shape \(2, 4\), got \(2, 5, 4\)"):
+        layer.backward(np.zeros((2, 5, 4)))
+    with pytest.raises(ValueError, match=r"gradients for \[output, h, c\], got 4 arrays"):
+        layer.backward([None] * 4)
+    assert layer.backward([None, np.ones((2, 4))]).shape == (2, 5, 3)

@@ -83,6 +83,9 @@ def test_defaults_and_config(cls):
     W, U, b = layer.get_weights()
     gates = 3 if cls is GRU else 1
     assert W.shape == (2, 3 * gates) and U.shape == (3, 3 * gates) and np.all(b == 0)
+    np.testing.assert_allclose(U @ U.T, np.eye(3), atol=1e-6)    # Keras's orthogonal: orthonormal rows
+    if cls is SimpleRNN:
+        np.testing.assert_allclose(U.T @ U, np.eye(3), atol=1e-6)
     assert b.shape == ((2, 9) if cls is GRU else (3,))
     config = layer.get_config()
     assert LAYERS[cls.__name__](**config).get_config() == config

@@ -34,7 +34,8 @@ def test_matches_torch_bidirectional_lstm_with_padding():
 
     xt = torch.tensor(x, requires_grad=True)
     packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
-    yt, _ = torch.nn.utils.rnn.pad_packed_sequence(module(packed)[0], batch_first=True, total_length=T)
+    packed_y, (h_n, _) = module(packed)
+    yt, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_y, batch_first=True, total_length=T)
     (yt * torch.tensor(dy)).sum().backward()
 
     mask = np.arange(T)[None, :] < np.array(lengths)[:, None]
@@ -47,6 +48,9 @@ def test_matches_torch_bidirectional_lstm_with_padding():
         W, U, g_ih = (to_numpy(getattr(module, n + "_l0" + suffix).grad) for n in ("weight_ih", "weight_hh", "bias_ih"))
         assert rel_error(grads[start], W.T) < 1e-10 and rel_error(grads[start + 1], U.T) < 1e-10
         assert rel_error(grads[start + 2], g_ih) < 1e-10
+    last = built(Bidirectional(LSTM(H, impl="reference", dtype="float64")), (T, I))   # the final states
+    last.set_weights(layer.get_weights())
+    assert rel_error(last.forward(x, mask=mask), np.concatenate(to_numpy(h_n), axis=-1)) < 1e-10
 
 
 def test_backward_layer_reads_the_real_prefix_reversed():
@@ -111,3 +115,13 @@ def test_attention_config_and_errors():
         layer.forward(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"mask must have shape \(batch, time\) = \(2, 4\)"):
         layer.forward(np.zeros((2, 4, 3)), mask=np.ones((2, 3), bool))
+
+
+def test_bidirectional_backward_takes_none_for_zero_and_checks_shapes():
+    layer = built(Bidirectional(GRU(2, return_sequences=True, return_state=True, dtype="float64")), (None, 3))
+    x = np.random.default_rng(0).standard_normal((2, 4, 3))
+    layer.forward(x)
+    dh = [np.ones((2, 2)), np.full((2, 2), 2.0)]
+    np.testing.assert_array_equal(layer.backward([None, *dh]), layer.backward([np.zeros((2, 4, 4)), *dh]))
+    with pytest.raises(ValueError, match=r"bidirectional backward expects a gradient of shape \(2, 4, 4\), got \(2, 4, 2\)"):
+        layer.backward([np.zeros((2, 4, 2)), *dh])

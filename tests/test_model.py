@@ -195,3 +195,14 @@ def test_softmax_output_and_crossentropy():
     assert np.isclose(ppl, np.exp(loss), rtol=1e-5)
     with pytest.raises(ValueError, match="from_logits"):
         model.compile("adam", SparseCategoricalCrossentropy(from_logits=True))
+
+
+def test_terminate_on_nan_and_lambda_callback():
+    model = regressor()
+    stop = callbacks.TerminateOnNaN()
+    stop.set_model(model)
+    stop.on_train_batch_end(0, {"loss": float("nan")})
+    assert model.stop_training
+    epochs = []
+    model.fit(X, Y, epochs=2, verbose=0, callbacks=[callbacks.LambdaCallback(on_epoch_end=lambda e, logs: epochs.append(e))])
+    assert epochs == [0, 1] and not model.stop_training

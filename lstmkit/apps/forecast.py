@@ -85,8 +85,12 @@ def resolve(cfg, n, index):
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
     if not 0 < cfg["val_fraction"] < 0.9:
         raise ValueError("--val-fraction must be between 0 and 0.9")
-    if cfg["anchor"] not in ("auto", "naive", "seasonal", "none"):
-        raise ValueError("--anchor must be auto, naive, seasonal or none")
+    if cfg["anchor"] not in ("auto", "none", *ANCHORS):
+        raise ValueError(f"--anchor must be auto, none or one of {', '.join(ANCHORS)}")
+    if cfg["anchor"] == "ets" and cfg["strategy"] == "recursive":
+        raise ValueError("--anchor ets works with --strategy direct only")
+    if cfg["anchor"].startswith("seasonal") and not m:
+        raise ValueError(f"--anchor {cfg['anchor']} needs a seasonal period; give --period")
     if cfg["strategy"] not in ("direct", "recursive"):
         raise ValueError("--strategy must be direct or recursive")
     min_rows = min_history(cfg) + cfg["horizon"] + cfg["step"] * (cfg["backtest"] - 1)
@@ -111,7 +115,8 @@ def split_origins(n, cfg):
 def span(cfg):
     """Rows each window reads: the lookback plus one season (or one step) to compute the anchor's
     past errors."""
-    return cfg["lookback"] + (cfg["period"] or 1)
+    m = cfg["period"] or 0
+    return max(cfg["lookback"], m) + (m or 1)
 
 
 def min_history(cfg):
@@ -132,70 +137,88 @@ class Forecaster:
     predict(y, X) forecasts the `horizon` values after history y (n,) with covariates X (n, k).
     """
 
-    def __init__(self, cfg, scaler, cov_scaler, anchor_period, target_scale, members, calibration=None):
+    def __init__(self, cfg, scaler, cov_scaler, anchor=None, target_scale=1.0, members=None,
+                 calibration=None, ets=None):
         self.cfg, self.scaler, self.cov_scaler = cfg, scaler, cov_scaler
-        self.anchor_period, self.target_scale = anchor_period, target_scale
-        self.members, self.calibration = members, calibration
+        self.anchor, self.target_scale, self.ets = anchor, target_scale, ets
+        self.members, self.calibration = members if members is not None else [], calibration
 
     # inputs and targets -----------------------------------------------------------------------
-    def design(self, zin, xin):
+    def scaled(self, y, X):
+        return self.scaler.transform(y), None if X is None else self.cov_scaler.transform(X)
+
+    def windows(self, z, xs, origins):
+        """The span rows ending at each origin: z (n,) -> (B, S); xs (n, k) -> (B, S, k) or None."""
+        past = origins[:, None] + np.arange(-span(self.cfg) + 1, 1)[None, :]
+        return z[past], None if xs is None else xs[past]
+
+    def inputs(self, z, xs, origins):
+        """Network inputs, anchor and window scale for windows of z (n,) ending at origins (B,)."""
+        zin, xin = self.windows(z, xs, origins)
+        if self.anchor != "ets":
+            return self.design(zin, xin)
+        forecasts, errors = bl.ets_track(z, self.ets, self.cfg["horizon"])
+        past = origins[:, None] + np.arange(-self.cfg["lookback"] + 1, 1)[None, :]
+        return self.design(zin, xin, forecasts[origins], errors[past])
+
+    def design(self, zin, xin, a=None, e=None):
         """Windows zin (B, S) of the scaled target and xin (B, S, k) or None of scaled covariates
         (S = span: lookback L plus one season) -> network inputs (B, L, 2 + k) float32, anchor
-        (B, H_out) and window scale (B,).
+        (B, H_out) and window scale s (B,). a (B, H) and e (B, L) give the anchor and its past
+        errors when they are not computable from the window (the ETS anchor).
 
-        Channels: the last L values relative to the last one, the errors the anchor would have made
-        at those steps (value minus the value one anchor lag earlier), both divided by the window
-        scale s (mean absolute step), then the covariates. With --anchor none: the scaled values."""
+        Channels: the last L values relative to the last one and the errors the anchor made at
+        those steps (for the simple anchors: the value minus the value one lag earlier), both
+        divided by s (the window's mean absolute step), then the covariates.
+        With --anchor none: the scaled values alone, and the network predicts scaled values."""
         H = self.cfg["horizon"] if self.cfg["strategy"] == "direct" else 1
-        L, lag = self.cfg["lookback"], self.anchor_period or 1
+        L = self.cfg["lookback"]
         last = zin[:, -L:]
-        if self.cfg["anchor"] == "none":
+        if self.anchor == "none":
             a, s, chans = np.zeros((len(zin), H)), np.ones(len(zin)), [last]
         else:
             s = np.maximum(np.mean(np.abs(np.diff(last, axis=1)), axis=1), 1e-3)
-            a = seasonal_anchor(zin, H, self.anchor_period)
-            chans = [(last - last[:, -1:]) / s[:, None], (last - zin[:, -L - lag:zin.shape[1] - lag]) / s[:, None]]
+            if a is None:
+                lag = self.cfg["period"] if self.anchor.startswith("seasonal") else 1
+                a = anchor_forecast(zin, H, self.anchor, self.cfg["period"], L)
+                e = last - zin[:, -L - lag:zin.shape[1] - lag]
+            chans = [(last - last[:, -1:]) / s[:, None], e / s[:, None]]
         inp = np.stack(chans, axis=-1)
         if xin is not None:
             inp = np.concatenate([inp, xin[:, -L:]], axis=-1)
         return inp.astype(np.float32), a, s
 
-    def network_step(self, zin, xin):
-        """Median over members of the next H_out scaled values: (B, L), (B, L, k) -> (B, H_out), (B,)."""
-        inp, a, s = self.design(zin, xin)
+    def network(self, inp, a, s):
+        """The ensemble median of the corrections, added to the anchor: -> scaled values (B, H_out)."""
         outs = np.stack([np.asarray(m.predict(inp), float).reshape(len(inp), -1) for m in self.members])
-        return a + s[:, None] * np.median(outs, axis=0) * self.target_scale, s
+        return a + s[:, None] * np.median(outs, axis=0) * self.target_scale
 
-    def forecast_z(self, zin, xin):
-        """Scaled forecasts (B, H) for windows (B, L) and covariate windows (B, L, k) or None."""
-        H = self.cfg["horizon"]
+    def forecast_z(self, z, xs, origins):
+        """Scaled forecasts (B, H) from windows of z (n,), xs (n, k) or None ending at origins (B,),
+        and the window scales (B,)."""
         if self.cfg["strategy"] == "direct":
-            return self.network_step(zin, xin)
-        buf, xbuf, out, s0 = zin.copy(), None if xin is None else xin.copy(), [], None
-        for _ in range(H):
-            step, s = self.network_step(buf, xbuf)
+            inp, a, s = self.inputs(z, xs, origins)
+            return self.network(inp, a, s), s
+        buf, xbuf = self.windows(z, xs, origins)
+        out, s0 = [], None
+        for _ in range(self.cfg["horizon"]):
+            inp, a, s = self.design(buf, xbuf)
+            step = self.network(inp, a, s)[:, 0]
             s0 = s if s0 is None else s0
-            out.append(step[:, 0])
-            buf = np.concatenate([buf[:, 1:], step[:, :1]], axis=1)
+            out.append(step)
+            buf = np.concatenate([buf[:, 1:], step[:, None]], axis=1)
             if xbuf is not None:  # future covariates are unknown: hold the last ones
                 xbuf = np.concatenate([xbuf[:, 1:], xbuf[:, -1:]], axis=1)
         return np.stack(out, axis=1), s0
-
-    def scaled(self, y, X):
-        return self.scaler.transform(y), None if X is None else self.cov_scaler.transform(X)
-
-    def windows(self, z, xs, origins):
-        past = origins[:, None] + np.arange(-span(self.cfg) + 1, 1)[None, :]
-        return z[past], None if xs is None else xs[past]
 
     def predict(self, y, X=None):
         """History y (n,), X (n, k) or None -> {"forecast": (H,), 0.8: (lo, hi), 0.95: (lo, hi)} in
         original units."""
         if len(y) < span(self.cfg):
-            raise ValueError(f"need at least {span(self.cfg)} rows (lookback plus one season) to forecast, got {len(y)}")
+            raise ValueError(f"need at least {span(self.cfg)} rows (lookback plus one season) to forecast, "
+                             f"got {len(y)}")
         z, xs = self.scaled(np.asarray(y, float), X)
-        zin, xin = self.windows(z, xs, np.array([len(z) - 1]))
-        fz, s = self.forecast_z(zin, xin)
+        fz, s = self.forecast_z(z, xs, np.array([len(z) - 1]))
         out = {"forecast": self.scaler.inverse(fz[0])}
         if self.calibration:
             for level, (lo, hi) in cf.intervals(fz[0], self.calibration, s[0]).items():
@@ -206,7 +229,7 @@ class Forecaster:
     def metadata(self):
         return {"format": "lstmkit.forecast/1", "cfg": self.cfg, "scaler": self.scaler.to_dict(),
                 "cov_scaler": self.cov_scaler.to_dict() if self.cov_scaler else None,
-                "anchor_period": self.anchor_period, "target_scale": self.target_scale,
+                "anchor": self.anchor, "ets": self.ets, "target_scale": self.target_scale,
                 "calibration": {"width": self.calibration["width"].tolist(),
                                 "q": {str(k): v for k, v in self.calibration["q"].items()}}}
 
@@ -222,7 +245,7 @@ class Forecaster:
         from lstmkit.checkpoint import load_model
         if os.path.isdir(os.path.join(directory, "model")):
             directory = os.path.join(directory, "model")
-        files = sorted(f for f in os.listdir(directory) if f.startswith("member") and f.endswith(".safetensors")) \
+        files = [f for f in os.listdir(directory) if f.startswith("member") and f.endswith(".safetensors")] \
             if os.path.isdir(directory) else []
         if not files:
             raise ValueError(f"no saved forecast model in {directory} (expected member*.safetensors from "
@@ -236,8 +259,8 @@ class Forecaster:
         cal = {"width": np.asarray(meta["calibration"]["width"]),
                "q": {float(k): v for k, v in meta["calibration"]["q"].items()}}
         cov = Scaler.from_dict(meta["cov_scaler"]) if meta["cov_scaler"] else None
-        fc = cls(meta["cfg"], Scaler.from_dict(meta["scaler"]), cov, meta["anchor_period"],
-                 meta["target_scale"], members, cal)
+        fc = cls(meta["cfg"], Scaler.from_dict(meta["scaler"]), cov, meta["anchor"], meta["target_scale"],
+                 members, cal, meta["ets"])
         return fc, meta
 
 
@@ -262,21 +285,21 @@ def _train_member(cfg, x, y, xv, yv, seed):
 
 
 def fit_forecaster(y, X, cfg):
-    """Fit scalers, anchor choice, the ensemble and conformal calibration on history y (n,), X (n, k)."""
-    n, L, H = len(y), cfg["lookback"], cfg["horizon"]
-    train_o, val_o = split_origins(n, cfg)
+    """Fit scalers, anchor, the ensemble and conformal calibration on history y (n,), X (n, k)."""
+    H = cfg["horizon"]
+    train_o, val_o = split_origins(len(y), cfg)
     fit_end = val_o[0] + 1                     # training windows touch only y[:fit_end]
     scaler = Scaler(cfg["scaling"], cfg["log"]).fit(y[:fit_end])
     cov_scaler = Scaler(cfg["scaling"]).fit(X[:fit_end]) if X is not None else None
-    fc = Forecaster(cfg, scaler, cov_scaler, None, 1.0, [])
+    fc = Forecaster(cfg, scaler, cov_scaler)
     z, xs = fc.scaled(y, X)
-    fc.anchor_period = choose_anchor(z[:fit_end], cfg)
-    H_out = H if cfg["strategy"] == "direct" else 1
-    steps = np.arange(1, H_out + 1)
+    if cfg["anchor"] in ("auto", "ets") and cfg["strategy"] == "direct":
+        fc.ets = bl.ets_params(z[:fit_end], cfg["period"])
+    fc.anchor = choose_anchor(z[:fit_end], cfg, fc.ets)
+    steps = np.arange(1, (H if cfg["strategy"] == "direct" else 1) + 1)
 
     def data(origins):
-        zin, xin = fc.windows(z, xs, origins)
-        inp, a, s = fc.design(zin, xin)
+        inp, a, s = fc.inputs(z, xs, origins)
         return inp, (z[origins[:, None] + steps] - a) / s[:, None]
 
     x_tr, t_tr = data(train_o)
@@ -286,27 +309,52 @@ def fit_forecaster(y, X, cfg):
     for i in range(cfg["ensemble"]):
         fc.members.append(_train_member(cfg, x_tr, t_tr.astype(np.float32), x_va, t_va.astype(np.float32),
                                         cfg["seed"] + i))
-    zin, xin = fc.windows(z, xs, val_o)
-    fz, s = fc.forecast_z(zin, xin)
+    fz, s = fc.forecast_z(z, xs, val_o)
     resid = z[val_o[:, None] + np.arange(1, H + 1)] - fz
     fc.calibration = cf.calibrate(resid, s, LEVELS)
     return fc
 
 
-def choose_anchor(z, cfg):
-    """The anchor's period: the seasonal period when seasonal naive beats naive over the horizon on
-    the scaled training part z (n,), else None (naive). Fixed by --anchor naive/seasonal."""
-    m, H = cfg["period"], cfg["horizon"]
-    if cfg["anchor"] in ("naive", "none") or not m:
-        return None
-    if cfg["anchor"] == "seasonal":
-        return m
-    origins = np.arange(m - 1, len(z) - H)
-    past = z[origins[:, None] + np.arange(-m + 1, 1)]
+ANCHORS = ("naive", "drift", "seasonal", "seasonal-drift", "ets")
+
+
+def anchor_forecast(zin, horizon, kind, period, lookback):
+    """A simple forecast the network corrects, from windows zin (B, S) -> (B, horizon).
+
+    naive: the last value. drift: plus the mean step over the lookback. seasonal: the value one
+    season earlier. seasonal-drift: plus, per season ahead, the mean change over the last season
+    (the mean of the last `period` seasonal differences). (ets needs the whole series: ets_track.)"""
+    H = horizon
+    if kind in ("naive", "drift"):
+        a = np.repeat(zin[:, -1:], H, axis=1)
+        if kind == "drift":
+            a = a + (zin[:, -1:] - zin[:, -lookback:-lookback + 1]) / (lookback - 1) * np.arange(1, H + 1)
+        return a
+    m = period
+    a = seasonal_anchor(zin, H, m)
+    if kind == "seasonal-drift":
+        seasons = np.ceil(np.arange(1, H + 1) / m)
+        change = np.mean(zin[:, -m:] - zin[:, -2 * m:-m], axis=1)
+        a = a + change[:, None] * seasons[None, :]
+    return a
+
+
+def choose_anchor(z, cfg, ets=None):
+    """The anchor: with --anchor auto, the candidate with the lowest mean absolute error over the
+    horizon on the scaled training part z (n,). Candidates: naive, drift, and with a period
+    seasonal and seasonal-drift, and ETS (with fitted params `ets`, direct strategy only)."""
+    if cfg["anchor"] != "auto":
+        return cfg["anchor"]
+    m, H, L = cfg["period"], cfg["horizon"], cfg["lookback"]
+    kinds = [k for k in ANCHORS if (m or not k.startswith("seasonal")) and (k != "ets" or ets)]
+    S = span(cfg)
+    origins = np.arange(S - 1, len(z) - H)
+    zin = z[origins[:, None] + np.arange(-S + 1, 1)]
     actual = z[origins[:, None] + np.arange(1, H + 1)]
-    err_seasonal = np.mean(np.abs(actual - seasonal_anchor(past, H, m)))
-    err_naive = np.mean(np.abs(actual - past[:, -1:]))
-    return m if err_seasonal < err_naive else None
+    errors = {k: np.mean(np.abs(actual - anchor_forecast(zin, H, k, m, L))) for k in kinds if k != "ets"}
+    if "ets" in kinds:
+        errors["ets"] = np.mean(np.abs(actual - bl.ets_track(z, ets, H)[0][origins]))
+    return min(errors, key=errors.get)
 
 
 # --- evaluation ------------------------------------------------------------------------------------
@@ -381,8 +429,7 @@ def forecast(dataset=None, csv=None, target=None, time=None, features=None, out=
     table = _forecast_table(df.index, y, origin, cfg["horizon"], last, best, future)
     summary = {
         "data": dataset or os.path.abspath(csv), "target": df.columns[0], "rows": len(y),
-        "features": list(df.columns[1:]), "settings": cfg, "anchor": "seasonal naive" if fc.anchor_period else
-        ("none" if cfg["anchor"] == "none" else "naive"),
+        "features": list(df.columns[1:]), "settings": cfg, "anchor": fc.anchor,
         "origins": [_label(df.index, o) for o in origins], "methods": methods, "best_baseline": best,
         "lstm_beats_best_baseline": bool(methods["lstm"]["MASE"] < methods[best]["MASE"]),
         "verdict": verdict(methods, best), "missing": notes, "seconds": round(_time.time() - t0, 1),
@@ -464,3 +511,74 @@ def _json_default(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     raise TypeError(type(v))
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+SETTINGS = ("lookback", "horizon", "period", "anchor", "strategy", "units", "dropout", "epochs", "batch_size",
+            "patience", "learning_rate", "ensemble", "seed", "scaling", "log", "fill", "fill_window",
+            "val_fraction", "backtest", "step", "max_windows")
+
+
+def run(args):
+    """`lstmkit forecast [run|predict]` with the parsed arguments."""
+    if args.action == "predict":
+        return run_predict(args)
+    if args.model:
+        raise ValueError("--model is for `lstmkit forecast predict`")
+    out = args.out or _fresh_dir("forecast-" + (args.dataset or os.path.splitext(os.path.basename(args.csv or "csv"))[0]))
+    say = (lambda *a: None) if args.quiet else print
+    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
+
+    def progress(k, origin, res, seconds):
+        m = res["metrics"]
+        best = min(bl.BASELINES, key=lambda b: m[b]["MASE"])
+        say(f"origin {k + 1}/{args.backtest}: LSTM MASE {m['lstm']['MASE']:.3f}, best baseline {best} "
+            f"{m[best]['MASE']:.3f} ({seconds:.1f} s)")
+
+    settings = {k: getattr(args, k) for k in SETTINGS}
+    result = forecast(dataset=args.dataset, csv=args.csv, target=args.target, time=args.time, features=features,
+                      out=out, overwrite=args.overwrite, plot=not args.no_plot, progress=progress, **settings)
+    s = result["summary"]
+    for note in s["missing"]:
+        say(note)
+    cfg = s["settings"]
+    say(f"{s['target']}: {s['rows']} rows, period {cfg['period'] or 'none'}, lookback {cfg['lookback']}, "
+        f"horizon {cfg['horizon']}, anchor {s['anchor']}, {cfg['ensemble']} seed(s), "
+        f"{cfg['backtest']} origin(s)")
+    say(format_metrics(s["methods"], s["best_baseline"]))
+    print(s["verdict"])
+    say(f"wrote {out}/forecast.csv, metrics.json, {'' if args.no_plot else 'forecast.png, '}model/")
+    return 0
+
+
+def run_predict(args):
+    if not args.model:
+        raise ValueError("`lstmkit forecast predict` needs --model DIR (the --out of a forecast run)")
+    res = predict(args.model, csv=args.csv, dataset=args.dataset, time=args.time, out=args.out,
+                  overwrite=args.overwrite)
+    for note in res["notes"]:
+        print(note)
+    print(res["table"].to_string(index=False))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def format_metrics(methods, best):
+    """A plain-text table: one row per method, columns MAE RMSE MASE sMAPE (and coverage for lstm)."""
+    lines = [f"{'method':<15}{'MAE':>11}{'RMSE':>11}{'MASE':>8}{'sMAPE':>8}{'cov80':>7}{'cov95':>7}"]
+    for name, m in methods.items():
+        cov = f"{m['coverage80']:>7.2f}{m['coverage95']:>7.2f}" if "coverage80" in m else ""
+        mark = " *" if name == best else ""
+        lines.append(f"{name + mark:<15}{m['MAE']:>11.4g}{m['RMSE']:>11.4g}{m['MASE']:>8.3f}{m['sMAPE']:>8.2f}{cov}")
+    return "\n".join(lines)
+
+
+def _fresh_dir(base):
+    """base, or base-2, base-3, ... : the first name that does not exist yet."""
+    name, i = base, 1
+    while os.path.exists(name):
+        i += 1
+        name = f"{base}-{i}"
+    return name

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lstmkit.apps.sampling import check_sampling, sample_token
-from lstmkit.data.text import NO_SPACE_AFTER, NO_SPACE_BEFORE, TBPTTBatches, Vocabulary, eval_streams, \
-    train_val_split
+from lstmkit.data.text import TBPTTBatches, Vocabulary, eval_streams, space_between, train_val_split
 from lstmkit.losses import log_softmax
 
 # Defaults of `lstmkit textgen train` (the bench chooses its own, see bench/textgen.py).
@@ -210,8 +209,7 @@ def generate(model, vocab, prime="\n", length=500, temperature=0.8, top_k=0, top
         token = sample_token(stream.feed(token), rng, temperature, top_k, top_p)
         tok = vocab.tokens[token]
         if vocab.level == "word":
-            sep = "" if tok[0] in NO_SPACE_BEFORE or prev[-1] in NO_SPACE_AFTER else " "
-            prev, tok = tok, sep + tok
+            prev, tok = tok, (" " if space_between(prev, tok) else "") + tok
         yield tok
 
 

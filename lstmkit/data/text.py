@@ -13,8 +13,8 @@ LEVELS = ("char", "word")
 UNK = "<unk>"
 # Words (with inner apostrophes, as in "know't" or "'tis"), dashes, single punctuation marks, line breaks.
 WORD_RE = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z0-9]+)*|'[A-Za-z]+|\n|-+|[^\sA-Za-z0-9]")
-NO_SPACE_BEFORE = set(".,;:!?)]'-\n")
-NO_SPACE_AFTER = set("([-\n")
+NO_SPACE_BEFORE = set(".,;:!?)]'\n")    # single tokens written without a space before them
+NO_SPACE_AFTER = set("([\n")           # ... and after them; dashes take no space on either side
 
 
 def split_words(text):
@@ -27,11 +27,16 @@ def join_words(tokens):
     out = []
     prev = "\n"
     for tok in tokens:
-        if out and tok[0] not in NO_SPACE_BEFORE and prev[-1] not in NO_SPACE_AFTER:
+        if space_between(prev, tok):
             out.append(" ")
         out.append(tok)
         prev = tok
     return "".join(out)
+
+
+def space_between(prev, tok):
+    """Whether join_words puts a space between word tokens prev and tok."""
+    return not (tok in NO_SPACE_BEFORE or prev in NO_SPACE_AFTER or tok.startswith("-") or prev.startswith("-"))
 
 
 class Vocabulary:

@@ -9,7 +9,7 @@ inside the time loops. See `lstmkit.cells.lstm` for the equations.
 
 Buffers (time-major, as in the reference):
 
-    gates  (T, B, 4H)  pre-activations, then i, f, g, o after their nonlinearities
+    gates  (T, B, 4H)  pre-activations, then i, f, (g+1)/2, o after their nonlinearities
     hs     (T+1, B, H) hs[0] = h0, hs[t+1] = h carried out of step t (frozen past a length)
     cs     (T+1, B, H) the same for c
     tanh_c (T, B, H)   tanh(c_t) of each step's new cell
@@ -18,50 +18,59 @@ Buffers (time-major, as in the reference):
 import numpy as np
 
 from lstmkit.kernels import threads
-from lstmkit.kernels.core import gemm, jit, vsigmoid, vtanh
+from lstmkit.kernels.core import gemm, jit, vexp
 
 threads.apply_env()
 
 
 @jit
-def _forward_loop(gates, b, hs, cs, tanh_c, y, U, lengths):
-    """Recurrence over gates (T, B, 4H) holding x_t W; b (4H,), U (H, 4H), lengths (B,) int64.
-    Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and turns gates into activations in place."""
+def _activate(z, scale, shift):
+    """z (4H,) <- sigmoid(scale * z + shift) in place: one vectorised pass over all four gates.
+    scale is 1 for i, f, o and 2 for g, whose tanh is then 2 sigmoid(2z) - 1."""
+    one = z.dtype.type(1.0)
+    for j in range(z.shape[0]):
+        z[j] = one / (one + vexp(-(scale[j] * z[j] + shift[j])))
+
+
+@jit
+def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, lengths):
+    """Recurrence over gates (T, B, 4H) holding x_t W; scale, shift (4H,) from `_gate_affine`,
+    U (H, 4H), lengths (B,) int64. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and turns gates
+    into i, f, (g+1)/2, o in place (g = tanh is kept as the sigmoid it is computed from)."""
     T, B, G = gates.shape
     H = G // 4
+    one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
     for t in range(T):
-        gemm(hs[t], U, gates[t], 1.0, False, False)      # z_t = x_t W + h_{t-1} U
+        gemm(hs[t], U, gates[t], 1.0, False, False)        # z_t = x_t W + h_{t-1} U
         for r in range(B):
-            z, hp, cp, hn, cn = gates[t, r], hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r]
-            if t >= lengths[r]:                            # past its length: state frozen, y = 0
+            hp, cp, hn, cn, yr = hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], y[t, r]
+            if t >= lengths[r]:                              # past its length: state frozen, y = 0
                 for j in range(H):
                     hn[j] = hp[j]
                     cn[j] = cp[j]
-                    y[t, r, j] = 0.0
+                    yr[j] = 0.0
                 continue
-            th, yr = tanh_c[t, r], y[t, r]
+            z = gates[t, r]
+            _activate(z, scale, shift)
+            i, f, gs, o, th = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:], tanh_c[t, r]
             for j in range(H):
-                i = vsigmoid(z[j] + b[j])
-                f = vsigmoid(z[H + j] + b[H + j])
-                g = vtanh(z[2 * H + j] + b[2 * H + j])
-                o = vsigmoid(z[3 * H + j] + b[3 * H + j])
-                c = f * cp[j] + i * g                      # C_t = f C_{t-1} + i C~_t
-                tc = vtanh(c)
-                h = o * tc                                 # h_t = o tanh(C_t)
-                z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o
-                th[j] = tc
-                cn[j] = c
-                hn[j] = h
-                yr[j] = h
+                cn[j] = f[j] * cp[j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
+            for j in range(H):
+                th[j] = two / (one + vexp(-two * cn[j])) - one       # tanh(C_t)
+            for j in range(H):
+                hn[j] = o[j] * th[j]                                  # h_t = o tanh(C_t)
+            for j in range(H):
+                yr[j] = hn[j]
 
 
 @jit
 def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, lengths, dz, db):
     """BPTT over T steps. dy (T, B, H); dh, dc (B, H) carry the state gradients and end as
     dh0, dc0; gates, cs, tanh_c from forward; fills dz (T, B, 4H) and accumulates db (4H,)
-    (float64)."""
+    (float64). Each pass reads and writes few arrays so that it vectorises."""
     T, B, G = gates.shape
     H = G // 4
+    one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
     for t in range(T - 1, -1, -1):
         for r in range(B):
             d = dz[t, r]
@@ -70,38 +79,53 @@ def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, lengths, dz, db):
                     d[j] = 0.0
                 continue
             a, cp, th, dyr, dhr, dcr = gates[t, r], cs[t, r], tanh_c[t, r], dy[t, r], dh[r], dc[r]
+            i, f, gs, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+            di, df, dg, do = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
             for j in range(H):
-                i, f, g, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
-                dhn = dyr[j] + dhr[j]                          # h_t reached y_t and step t+1
-                dcn = dcr[j] + dhn * o * (1 - th[j] * th[j])   # through h_t = o tanh(C_t)
-                d[j] = dcn * g * i * (1 - i)
-                d[H + j] = dcn * cp[j] * f * (1 - f)
-                d[2 * H + j] = dcn * i * (1 - g * g)
-                d[3 * H + j] = dhn * th[j] * o * (1 - o)
-                dcr[j] = dcn * f
-                dhr[j] = 0.0                                   # gemm below adds dz_t U^T
+                dhr[j] += dyr[j]                                    # h_t reached y_t and step t+1
+            for j in range(H):
+                dcr[j] += dhr[j] * o[j] * (one - th[j] * th[j])     # through h_t = o tanh(C_t)
+            for j in range(H):
+                do[j] = dhr[j] * th[j] * o[j] * (one - o[j])
+            for j in range(H):
+                g = two * gs[j] - one
+                di[j] = dcr[j] * g * i[j] * (one - i[j])            # C_t = f C_{t-1} + i C~_t
+                dg[j] = dcr[j] * i[j] * (one - g * g)
+            for j in range(H):
+                df[j] = dcr[j] * cp[j] * f[j] * (one - f[j])
+            for j in range(H):
+                dcr[j] *= f[j]                                      # to C_{t-1}
+            for j in range(H):
+                dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
             for j in range(G):
                 db[j] += d[j]
-        gemm(dz[t], U, dh, 1.0, False, True)                   # dh_{t-1} = dz_t U^T (+ frozen)
+        gemm(dz[t], U, dh, 1.0, False, True)                       # dh_{t-1} = dz_t U^T (+ frozen)
+
+
+def _gate_affine(b):
+    """scale, shift (4H,) so that sigmoid(scale * z + shift) gives i, f, (tanh+1)/2, o from the
+    pre-activation z without bias: scale 2 and shift 2b on the g block, 1 and b elsewhere."""
+    H = b.shape[0] // 4
+    scale = np.ones_like(b)
+    scale[2 * H:3 * H] = 2
+    return scale, scale * b
 
 
 @jit
-def _step(x, h, c, W, U, b, z, h_out, c_out):
+def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
     """One step: x (B, I), h, c (B, H) -> h_out, c_out (B, H); z (B, 4H) is scratch."""
     B, G = z.shape
     H = G // 4
+    one, two = z.dtype.type(1.0), z.dtype.type(2.0)
     gemm(x, W, z, 0.0, False, False)
     gemm(h, U, z, 1.0, False, False)
     for r in range(B):
         zr, cp, hn, cn = z[r], c[r], h_out[r], c_out[r]
+        _activate(zr, scale, shift)
         for j in range(H):
-            i = vsigmoid(zr[j] + b[j])
-            f = vsigmoid(zr[H + j] + b[H + j])
-            g = vtanh(zr[2 * H + j] + b[2 * H + j])
-            o = vsigmoid(zr[3 * H + j] + b[3 * H + j])
-            cc = f * cp[j] + i * g
-            cn[j] = cc
-            hn[j] = o * vtanh(cc)
+            cn[j] = zr[H + j] * cp[j] + zr[j] * (two * zr[2 * H + j] - one)
+        for j in range(H):
+            hn[j] = zr[3 * H + j] * (two / (one + vexp(-two * cn[j])) - one)
 
 
 @jit
@@ -174,7 +198,8 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     y = np.empty((T, B, H), dtype)
     x2 = x.reshape(T * B, I)
     _project(x2, W, gates.reshape(T * B, 4 * H))
-    _forward_loop(gates, b, hs, cs, tanh_c, y, U, lens)
+    scale, shift = _gate_affine(b)
+    _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, lens)
     cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
 
@@ -215,5 +240,6 @@ def lstm_step(x, h, c, W, U, b):
     c = _as(c, dtype, (B, H), "c")
     h_out = np.empty((B, H), dtype)
     c_out = np.empty((B, H), dtype)
-    _step(x, h, c, W, U, b, np.empty((B, 4 * H), dtype), h_out, c_out)
+    scale, shift = _gate_affine(b)
+    _step(x, h, c, W, U, scale, shift, np.empty((B, 4 * H), dtype), h_out, c_out)
     return h_out, c_out

@@ -89,8 +89,8 @@ class Layer:
         self.grads[name][...] = value
 
     def check_input(self, x, ndim, what):
-        """Cast x to the layer's dtype and check its rank and feature size against the built input
-        shape. ndim is the exact rank with batch (or None for any rank >= 2); what names the
+        """Cast x to the layer's dtype after checking its rank, feature size (against the built input
+        shape) and that it holds real numbers. ndim is the exact rank with batch (or None for any rank >= 2); what names the
         expected shape in the error, e.g. '(batch, time, features)'."""
         if not self.built:
             raise ValueError(f"{self.name} is not built yet: call build(input_shape, rng) first")
@@ -99,4 +99,6 @@ class Layer:
         expected = what.replace("features", str(features))
         if (ndim is not None and x.ndim != ndim) or x.ndim < 2 or x.shape[-1] != features:
             raise ValueError(f"{self.name} expects input of shape {expected}, got {x.shape}")
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{self.name} expects numbers of shape {expected}, got {x.dtype} values")
         return x.astype(self.dtype, copy=False)

@@ -20,9 +20,7 @@ class Dropout(Layer):
 
     def forward(self, x, training=False, mask=None):
         """x (batch, ...) -> same shape."""
-        if not self.built:
-            raise ValueError(f"{self.name} is not built yet: call build(input_shape, rng) first")
-        x = np.asarray(x, self.dtype)
+        x = self.check_input(x, None, "(batch, ..., features)")
         self._scale = None
         if not training or self.rate == 0.0:
             return x

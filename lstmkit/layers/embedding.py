@@ -28,19 +28,18 @@ class Embedding(Layer):
         return tuple(input_shape) + (self.output_dim,)
 
     def ids(self, x):
-        """x as an int64 array of valid ids; ValueError for fractions or ids out of range."""
+        """x as an int64 array of valid ids; ValueError for anything but whole numbers in range."""
         if not self.built:
             raise ValueError(f"{self.name} is not built yet: call build(input_shape, rng) first")
         x = np.asarray(x)
-        if x.ndim < 1:
-            raise ValueError(f"{self.name} expects integer ids of shape (batch, time), got a scalar")
-        ids = x.astype(np.int64)
-        if not np.issubdtype(x.dtype, np.integer) and not np.array_equal(ids, x):
-            raise ValueError(f"{self.name} expects integer ids of shape (batch, time), got {x.dtype} values")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.input_dim):
+        whole = x.dtype.kind in "biu" or (x.dtype.kind == "f" and np.all(np.isfinite(x) & (x == np.round(x))))
+        if x.ndim < 1 or not whole:
+            raise ValueError(f"{self.name} expects integer ids of shape (batch, time), got {x.dtype} "
+                             f"values of shape {x.shape}")
+        if x.size and (x.min() < 0 or x.max() >= self.input_dim):
             raise ValueError(f"{self.name} ids must be in [0, {self.input_dim}), got values in "
-                             f"[{ids.min()}, {ids.max()}]: raise input_dim to the vocabulary size")
-        return ids
+                             f"[{int(x.min())}, {int(x.max())}]: raise input_dim to the vocabulary size")
+        return x.astype(np.int64)
 
     def forward(self, x, training=False, mask=None):
         """ids (batch, time) -> (batch, time, output_dim)."""

@@ -15,15 +15,7 @@ class GRU(Recurrent):
     layers.recurrent.
     """
     gates = 3
+    cell_forward, cell_backward = staticmethod(cell.gru_forward), staticmethod(cell.gru_backward)
 
     def initial_bias(self):
         return np.zeros((2, 3 * self.units))
-
-    def run_forward(self, x, states, lengths):
-        p = self.params
-        y, h, cache = cell.gru_forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], states[0], lengths=lengths)
-        return y, [h], cache
-
-    def run_backward(self, dy, dstates, cache):
-        dx, dW, dU, db, dh0 = cell.gru_backward(dy, dstates[0], cache)
-        return dx, [dW, dU, db], [dh0]

@@ -13,7 +13,8 @@ class Masking(Layer):
         self.mask_value = float(mask_value)
 
     def compute_mask(self, x, mask):
-        return np.any(np.asarray(x) != self.mask_value, axis=-1)
+        """Compared in the layer's dtype, so the mask matches the steps forward zeroes."""
+        return np.any(np.asarray(x, self.dtype) != self.dtype.type(self.mask_value), axis=-1)
 
     def forward(self, x, training=False, mask=None):
         """x (batch, time, features) -> same shape, padded steps zeroed."""

@@ -1,7 +1,7 @@
 """What LSTM, GRU and SimpleRNN layers share: batch-first inputs, masks, states, dropout, outputs.
 
 A subclass says how many weight blocks a unit has (`gates`), which states it carries
-(`state_names`), its initial bias, and how to run its cell forward and backward time-major.
+(`state_names`), its initial bias, and which cell runs forward and backward time-major.
 This class does the rest, as Keras does:
 
 - inputs x (batch, time, features), transposed to time-major for the cell;
@@ -64,7 +64,10 @@ class Recurrent(Layer):
         self.states = None               # carried final states when stateful
         self.initial_state_grads = None  # dL/d(initial states) after backward
 
-    # what a subclass provides
+    # what a subclass provides: the cell's functions (as in lstmkit.cells) for a one-state cell, or
+    # its own run_forward and run_backward
+
+    cell_forward = cell_backward = None   # e.g. staticmethod(cells.gru.gru_forward), ...gru_backward
 
     def initial_bias(self):
         """The bias before training."""
@@ -72,12 +75,15 @@ class Recurrent(Layer):
 
     def run_forward(self, x, states, lengths):
         """Time-major x (T, B, I), states list of (B, H) -> y (T, B, H), final states list, cache."""
-        raise NotImplementedError
+        p = self.params
+        y, h, cache = self.cell_forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], states[0], lengths=lengths)
+        return y, [h], cache
 
     def run_backward(self, dy, dstates, cache):
         """dy (T, B, H), dL/d(final states) list -> dx (T, B, I), [dkernel, drecurrent, dbias],
         dL/d(initial states) list."""
-        raise NotImplementedError
+        dx, dW, dU, db, dh0 = self.cell_backward(dy, dstates[0], cache)
+        return dx, [dW, dU, db], [dh0]
 
     # the shared plumbing
 
@@ -167,23 +173,22 @@ class Recurrent(Layer):
         if len(douts) > len(names):
             raise ValueError(f"{self.name} backward expects gradients for [{', '.join(names)}], "
                              f"got {len(douts)} arrays")
-        douts += [None] * (1 + n - len(douts))
         B, T = self._shape
         H = self.units
-        dstates = [np.zeros((B, H), self.dtype) if d is None else np.array(d, self.dtype) for d in douts[1:]]
-        dy = np.zeros((T, B, H), self.dtype)
-        if douts[0] is not None:
-            d = np.asarray(douts[0], self.dtype)
-            expected = (B, T, H) if self.return_sequences else (B, H)
-            if d.shape != expected:
-                raise ValueError(f"{self.name} backward expects a gradient of shape {expected}, got {d.shape}")
-            if self.return_sequences and self._carry is not None:
-                dstates[0] += (d * self._carry[:, :, None]).sum(axis=1)
-                d = d * ~self._carry[:, :, None]
-            if self.return_sequences:
-                dy = d.transpose(1, 0, 2).copy()
-            else:
-                dstates[0] += d
+        shapes = [(B, T, H) if self.return_sequences else (B, H)] + [(B, H)] * n
+        douts = [np.zeros(s, self.dtype) if d is None else np.asarray(d, self.dtype)
+                 for d, s in zip(douts + [None] * (1 + n - len(douts)), shapes)]
+        for name, d, s in zip(names, douts, shapes):
+            if d.shape != s:
+                raise ValueError(f"{self.name} backward expects the gradient of {name} with shape {s}, got {d.shape}")
+        d, dstates = douts[0], [g.copy() for g in douts[1:]]
+        if not self.return_sequences:
+            dstates[0] += d                       # the output is the final h
+            d = np.zeros((B, T, H), self.dtype)
+        elif self._carry is not None:             # padded steps repeat the final h
+            dstates[0] += (d * self._carry[:, :, None]).sum(axis=1)
+            d = d * ~self._carry[:, :, None]
+        dy = d.transpose(1, 0, 2).copy()
         dx, grads, self.initial_state_grads = self.run_backward(dy, dstates, self._cache)
         for name, g in zip(("kernel", "recurrent_kernel", "bias"), grads):
             self.set_grad(name, g)

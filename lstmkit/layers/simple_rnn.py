@@ -11,12 +11,4 @@ class SimpleRNN(Recurrent):
     (return_sequences, return_state, stateful, dropout, masks): see layers.recurrent.
     """
     gates = 1
-
-    def run_forward(self, x, states, lengths):
-        p = self.params
-        y, h, cache = cell.rnn_forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], states[0], lengths=lengths)
-        return y, [h], cache
-
-    def run_backward(self, dy, dstates, cache):
-        dx, dW, dU, db, dh0 = cell.rnn_backward(dy, dstates[0], cache)
-        return dx, [dW, dU, db], [dh0]
+    cell_forward, cell_backward = staticmethod(cell.rnn_forward), staticmethod(cell.rnn_backward)
