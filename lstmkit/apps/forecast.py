@@ -32,6 +32,7 @@ DEFAULTS = {
     "units": 50, "dropout": 0.0, "epochs": 200, "batch_size": 32, "patience": 20, "learning_rate": 1e-3,
     "ensemble": 5, "seed": 0, "scaling": "standard", "log": False, "fill": "interpolate", "fill_window": 5,
     "val_fraction": 0.2, "backtest": 1, "step": None, "max_windows": 2000,
+    "refit": True, "shrink": True,
 }
 _HORIZONS = {4: 8, 5: 10, 7: 14, 12: 12, 24: 24, 52: 13}
 MIN_TRAIN_WINDOWS = 10
@@ -138,8 +139,8 @@ class Forecaster:
     """
 
     def __init__(self, cfg, scaler, cov_scaler, anchor=None, target_scale=1.0, members=None,
-                 calibration=None, ets=None):
-        self.cfg, self.scaler, self.cov_scaler = cfg, scaler, cov_scaler
+                 calibration=None, ets=None, shrink=1.0):
+        self.cfg, self.scaler, self.cov_scaler, self.shrink = cfg, scaler, cov_scaler, shrink
         self.anchor, self.target_scale, self.ets = anchor, target_scale, ets
         self.members, self.calibration = members if members is not None else [], calibration
 
@@ -188,10 +189,14 @@ class Forecaster:
             inp = np.concatenate([inp, xin[:, -L:]], axis=-1)
         return inp.astype(np.float32), a, s
 
-    def network(self, inp, a, s):
-        """The ensemble median of the corrections, added to the anchor: -> scaled values (B, H_out)."""
+    def correction(self, inp):
+        """The ensemble median of the members' outputs (B, H_out) for inputs (B, L, F)."""
         outs = np.stack([np.asarray(m.predict(inp), float).reshape(len(inp), -1) for m in self.members])
-        return a + s[:, None] * np.median(outs, axis=0) * self.target_scale
+        return np.median(outs, axis=0)
+
+    def network(self, inp, a, s):
+        """Anchor plus the shrunk, rescaled ensemble correction -> scaled values (B, H_out)."""
+        return a + s[:, None] * self.shrink * self.correction(inp) * self.target_scale
 
     def forecast_z(self, z, xs, origins):
         """Scaled forecasts (B, H) from windows of z (n,), xs (n, k) or None ending at origins (B,),
@@ -229,7 +234,8 @@ class Forecaster:
     def metadata(self):
         return {"format": "lstmkit.forecast/1", "cfg": self.cfg, "scaler": self.scaler.to_dict(),
                 "cov_scaler": self.cov_scaler.to_dict() if self.cov_scaler else None,
-                "anchor": self.anchor, "ets": self.ets, "target_scale": self.target_scale,
+                "anchor": self.anchor, "ets": self.ets, "shrink": self.shrink,
+                "target_scale": self.target_scale,
                 "calibration": {"width": self.calibration["width"].tolist(),
                                 "q": {str(k): v for k, v in self.calibration["q"].items()}}}
 
@@ -238,7 +244,8 @@ class Forecaster:
         os.makedirs(directory, exist_ok=True)
         meta = {**self.metadata(), **(extra or {})}
         for i, member in enumerate(self.members):
-            save_model(member, os.path.join(directory, f"member{i}.safetensors"), extra=meta)
+            save_model(member, os.path.join(directory, f"member{i}.safetensors"), extra=meta,
+                       include_optimizer=False)
 
     @classmethod
     def load(cls, directory):
@@ -260,7 +267,7 @@ class Forecaster:
                "q": {float(k): v for k, v in meta["calibration"]["q"].items()}}
         cov = Scaler.from_dict(meta["cov_scaler"]) if meta["cov_scaler"] else None
         fc = cls(meta["cfg"], Scaler.from_dict(meta["scaler"]), cov, meta["anchor"], meta["target_scale"],
-                 members, cal, meta["ets"])
+                 members, cal, meta["ets"], meta["shrink"])
         return fc, meta
 
 
@@ -275,12 +282,20 @@ def _build_member(cfg, n_features, n_out, seed):
 
 
 def _train_member(cfg, x, y, xv, yv, seed):
-    """One LSTM -> Dense network fitted on (x (B, L, F), y (B, H_out)), stopped early on validation."""
+    """One LSTM -> Dense network fitted on (x (B, L, F), y (B, H_out)), stopped early on validation
+    (xv, yv). Returns the model with its best weights and the number of epochs that took."""
     from lstmkit.callbacks import EarlyStopping
     model = _build_member(cfg, x.shape[-1], y.shape[1], seed)
     stop = EarlyStopping(patience=cfg["patience"], restore_best_weights=True)
     model.fit(x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], validation_data=(xv, yv),
               callbacks=[stop], verbose=0)
+    return model, (stop.best_epoch or 0) + 1
+
+
+def _refit_member(cfg, x, y, epochs, seed):
+    """A fresh network trained for a fixed number of epochs on (x, y), no validation."""
+    model = _build_member(cfg, x.shape[-1], y.shape[1], seed)
+    model.fit(x, y, epochs=epochs, batch_size=cfg["batch_size"], verbose=0)
     return model
 
 
@@ -295,7 +310,7 @@ def fit_forecaster(y, X, cfg):
     z, xs = fc.scaled(y, X)
     if cfg["anchor"] in ("auto", "ets") and cfg["strategy"] == "direct":
         fc.ets = bl.ets_params(z[:fit_end], cfg["period"])
-    fc.anchor = choose_anchor(z[:fit_end], cfg, fc.ets)
+    fc.anchor = choose_anchor(z, val_o, cfg, fc.ets)
     steps = np.arange(1, (H if cfg["strategy"] == "direct" else 1) + 1)
 
     def data(origins):
@@ -306,12 +321,25 @@ def fit_forecaster(y, X, cfg):
     x_va, t_va = data(val_o)
     fc.target_scale = float(np.std(t_tr)) or 1.0
     t_tr, t_va = t_tr / fc.target_scale, t_va / fc.target_scale
+    epochs = []
     for i in range(cfg["ensemble"]):
-        fc.members.append(_train_member(cfg, x_tr, t_tr.astype(np.float32), x_va, t_va.astype(np.float32),
-                                        cfg["seed"] + i))
+        model, best = _train_member(cfg, x_tr, t_tr.astype(np.float32), x_va, t_va.astype(np.float32),
+                                    cfg["seed"] + i)
+        fc.members.append(model)
+        epochs.append(best)
+    if cfg["anchor"] != "none" and cfg["shrink"]:   # trust the correction as far as it helps on validation
+        c = fc.correction(x_va)
+        fc.shrink = float(np.clip(np.sum(c * t_va) / max(np.sum(c * c), 1e-12), 0.0, 1.0))
     fz, s = fc.forecast_z(z, xs, val_o)
     resid = z[val_o[:, None] + np.arange(1, H + 1)] - fz
     fc.calibration = cf.calibrate(resid, s, LEVELS)
+    if cfg["refit"]:     # the same recipe once more on the whole history: ETS params, then every window
+        if fc.anchor == "ets":
+            fc.ets = bl.ets_params(z, cfg["period"])
+        every = np.arange(span(cfg) - 1, len(z) - H)[-cfg["max_windows"]:]
+        x_all, t_all = data(every)
+        t_all = (t_all / fc.target_scale).astype(np.float32)
+        fc.members = [_refit_member(cfg, x_all, t_all, e, cfg["seed"] + i) for i, e in enumerate(epochs)]
     return fc
 
 
@@ -339,16 +367,16 @@ def anchor_forecast(zin, horizon, kind, period, lookback):
     return a
 
 
-def choose_anchor(z, cfg, ets=None):
+def choose_anchor(z, origins, cfg, ets=None):
     """The anchor: with --anchor auto, the candidate with the lowest mean absolute error over the
-    horizon on the scaled training part z (n,). Candidates: naive, drift, and with a period
-    seasonal and seasonal-drift, and ETS (with fitted params `ets`, direct strategy only)."""
+    horizon from the validation origins (B,) of the scaled series z (n,). Candidates: naive, drift,
+    with a period seasonal and seasonal-drift, and ETS (params `ets` fitted on the training part;
+    direct strategy only)."""
     if cfg["anchor"] != "auto":
         return cfg["anchor"]
     m, H, L = cfg["period"], cfg["horizon"], cfg["lookback"]
     kinds = [k for k in ANCHORS if (m or not k.startswith("seasonal")) and (k != "ets" or ets)]
     S = span(cfg)
-    origins = np.arange(S - 1, len(z) - H)
     zin = z[origins[:, None] + np.arange(-S + 1, 1)]
     actual = z[origins[:, None] + np.arange(1, H + 1)]
     errors = {k: np.mean(np.abs(actual - anchor_forecast(zin, H, k, m, L))) for k in kinds if k != "ets"}
@@ -386,7 +414,7 @@ def backtest(y, X, cfg, progress=None):
         fc, res = evaluate_origin(y, X, origin, cfg)
         results.append(res)
         if progress:
-            progress(k, origin, res, _time.time() - t0)
+            progress(k, K, res, _time.time() - t0)
     return fc, results, origins
 
 
@@ -440,7 +468,7 @@ def forecast(dataset=None, csv=None, target=None, time=None, features=None, out=
         table.to_csv(os.path.join(out, "forecast.csv"), index=False)
         _write_json(os.path.join(out, "metrics.json"), summary)
         fc.save(os.path.join(out, "model"), extra={"target": df.columns[0], "features": list(df.columns[1:]),
-                                                  "time_index": isinstance(df.index, pd.DatetimeIndex)})
+                                                  "time": time})
         if plot:
             from lstmkit.plots import plot_forecast
             plot_forecast(table, os.path.join(out, "forecast.png"), title=f"{summary['target']}: {summary['verdict']}",
@@ -449,11 +477,14 @@ def forecast(dataset=None, csv=None, target=None, time=None, features=None, out=
 
 
 def predict(model, csv=None, dataset=None, time=None, out=None, overwrite=False):
-    """Forecast the horizon after the end of new data with a saved model (its scaler and settings)."""
+    """Forecast the horizon after the end of new data with a saved model (its scaler and settings).
+    The CSV needs the target and feature columns of the run (and its time column, by default the
+    run's); give the whole series, old rows and new: the ETS anchor is run from its start."""
     fc, meta = Forecaster.load(model)
     if csv and not os.path.isfile(csv):
         raise ValueError(f"CSV file not found: {csv}")
-    df = load_frame(dataset, csv, meta["target"], time, meta["features"] if csv else None)
+    df = load_frame(dataset, csv, meta["target"], time or (meta.get("time") if csv else None),
+                    meta["features"] if csv else None)
     y, X, notes = clean(df, fc.cfg["fill"], fc.cfg["fill_window"])
     pred = fc.predict(y, X)
     index = future_index(df.index, fc.cfg["horizon"])
@@ -517,7 +548,7 @@ def _json_default(v):
 
 SETTINGS = ("lookback", "horizon", "period", "anchor", "strategy", "units", "dropout", "epochs", "batch_size",
             "patience", "learning_rate", "ensemble", "seed", "scaling", "log", "fill", "fill_window",
-            "val_fraction", "backtest", "step", "max_windows")
+            "val_fraction", "backtest", "step", "max_windows", "refit", "shrink")
 
 
 def run(args):
@@ -530,10 +561,10 @@ def run(args):
     say = (lambda *a: None) if args.quiet else print
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
 
-    def progress(k, origin, res, seconds):
+    def progress(k, total, res, seconds):
         m = res["metrics"]
         best = min(bl.BASELINES, key=lambda b: m[b]["MASE"])
-        say(f"origin {k + 1}/{args.backtest}: LSTM MASE {m['lstm']['MASE']:.3f}, best baseline {best} "
+        say(f"origin {k + 1}/{total}: LSTM MASE {m['lstm']['MASE']:.3f}, best baseline {best} "
             f"{m[best]['MASE']:.3f} ({seconds:.1f} s)")
 
     settings = {k: getattr(args, k) for k in SETTINGS}

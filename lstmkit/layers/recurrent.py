@@ -7,8 +7,9 @@ This class does the rest, as Keras does:
 - inputs x (batch, time, features), transposed to time-major for the cell;
 - mask (batch, time) bool -> lengths; only right padding (True... then False...) is accepted.
   Past its length a sequence's state is frozen; the last output is the state at the last real
-  step. With return_sequences the outputs at padded steps repeat the last real output (Keras's
-  default) or, with zero_output_for_mask=True, are zero (PyTorch's packed sequences);
+  step (the initial state for a row with none). With return_sequences the outputs at padded steps
+  repeat that (Keras's default) or, with zero_output_for_mask=True, are zero (PyTorch's packed
+  sequences);
 - dropout: inverted dropout on the inputs with one mask per sequence shared by all time steps;
 - initial_state [h0] or [h0, c0], each (batch, units); after backward `initial_state_grads`
   holds dL/d(initial state) in the same order;
@@ -108,7 +109,10 @@ class Recurrent(Layer):
 
     def reset_states(self, states=None):
         """Forget the carried states (next call starts from zeros), or set them to a list of (B, H)."""
-        self.states = None if states is None else [np.array(s, self.dtype) for s in states]
+        if states is not None:
+            first = states if isinstance(states, np.ndarray) and len(self.state_names) == 1 else states[0]
+            states = self.start_states(states, len(first))
+        self.states = states
 
     def start_states(self, initial_state, batch):
         """The states to start from: given, carried (stateful) or zeros."""
@@ -150,10 +154,10 @@ class Recurrent(Layer):
         self._shape = (B, T)
         if self.stateful:
             self.states = [s.copy() for s in finals]
-        # padded steps whose output repeats the last real one (Keras; empty rows stay zero), or None
+        # padded steps whose output repeats the final h (Keras; for an empty row, its initial h), or None
         self._carry = None
         if lengths is not None and not self.zero_output_for_mask:
-            self._carry = (np.arange(T)[None, :] >= lengths[:, None]) & (lengths > 0)[:, None]
+            self._carry = np.arange(T)[None, :] >= lengths[:, None]
         if not self.return_sequences:
             out = finals[0].copy()
         elif self._carry is None:
@@ -185,9 +189,8 @@ class Recurrent(Layer):
         if not self.return_sequences:
             dstates[0] += d                       # the output is the final h
             d = np.zeros((B, T, H), self.dtype)
-        elif self._carry is not None:             # padded steps repeat the final h
+        elif self._carry is not None:             # padded steps repeat the final h (the cell ignores dy there)
             dstates[0] += (d * self._carry[:, :, None]).sum(axis=1)
-            d = d * ~self._carry[:, :, None]
         dy = d.transpose(1, 0, 2).copy()
         dx, grads, self.initial_state_grads = self.run_backward(dy, dstates, self._cache)
         for name, g in zip(("kernel", "recurrent_kernel", "bias"), grads):

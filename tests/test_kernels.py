@@ -1,0 +1,255 @@
+"""The compiled kernels against the reference cell and torch.nn.LSTM, plus dispatch, threads, errors
+and the on-disk cache."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import lstmkit
+from lstmkit.cells import lstm as ref
+from lstmkit.kernels import lstm as fast
+from lstmkit.kernels import lstm_ops
+from oracle import rel_error, rnn_weights_from_torch, run_torch_rnn, torch_dtype, torch_grads
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = ["y", "h", "c", "dx", "dW", "dU", "db", "dh0", "dc0"]
+
+
+def make_case(T, B, I, H, dtype, seed):
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    module = torch.nn.LSTM(I, H).to(torch_dtype(dtype))
+    W, U, b = rnn_weights_from_torch(module)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0, c0 = (rng.standard_normal((2, B, H)) * 0.5).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh, dc = rng.standard_normal((2, B, H)).astype(dtype)
+    return module, (x, W, U, b, h0, c0), (dy, dh, dc)
+
+
+def run(ops, args, grads, lengths=None):
+    x, W, U, b, h0, c0 = args
+    dy, dh, dc = grads
+    y, (hT, cT), cache = ops.lstm_forward(x, W, U, b, h0, c0, lengths=lengths)
+    dx, dW, dU, db, dh0, dc0 = ops.lstm_backward(dy, dh, dc, cache)
+    return dict(y=y, h=hT, c=cT, dx=dx, dW=dW, dU=dU, db=db, dh0=dh0, dc0=dc0)
+
+
+def check(T, B, I, H, dtype, seed, lengths=None, against_torch=True):
+    module, args, grads = make_case(T, B, I, H, dtype, seed)
+    ours = run(fast, args, grads, lengths)
+    theirs = run(ref, args, grads, lengths)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for name in NAMES:
+        assert ours[name].dtype == dtype, name
+        assert ours[name].shape == theirs[name].shape, name
+        assert rel_error(ours[name], theirs[name]) < tol, (name, "reference", rel_error(ours[name], theirs[name]))
+    if against_torch:
+        dy, dh, dc = grads
+        t = run_torch_rnn(module, args[0], args[4], args[5], lengths=lengths, dy=dy, dh=dh, dc=dc)
+        t["dW"], t["dU"], t["db"] = torch_grads(module)
+        for name in NAMES:
+            assert rel_error(ours[name], t[name]) < tol, (name, "torch", rel_error(ours[name], t[name]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (5, 3, 4, 6), (7, 1, 3, 2), (4, 2, 8, 1), (12, 4, 5, 5),
+                                     (3, 5, 40, 33), (20, 2, 16, 64),
+                                     # batch >= 8 with H a multiple of 8 (32): the packed product
+                                     (6, 9, 5, 32), (4, 16, 8, 24), (3, 8, 3, 8)])
+def test_matches_reference_and_torch(T, B, I, H, dtype):
+    check(T, B, I, H, dtype, seed=T * 100 + H)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_variable_lengths_match_packed_sequences(dtype):
+    check(6, 4, 3, 5, dtype, seed=1, lengths=[6, 1, 3, 4])
+    check(5, 10, 3, 32, dtype, seed=2, lengths=[5, 1, 3, 4, 2, 5, 5, 1, 2, 3])
+
+
+def test_zero_length_passes_state_through():
+    # torch's packed sequences refuse length 0; the reference and the kernels agree on it.
+    check(4, 3, 2, 3, np.float64, seed=5, lengths=[0, 4, 2], against_torch=False)
+    _, (x, W, U, b, h0, c0), _ = make_case(4, 3, 2, 3, np.float64, seed=5)
+    y, (hT, cT), _ = fast.lstm_forward(x, W, U, b, h0, c0, lengths=[0, 4, 2])
+    assert np.all(y[:, 0] == 0) and np.all(y[2:, 2] == 0)
+    np.testing.assert_array_equal(hT[0], h0[0])
+    np.testing.assert_array_equal(cT[0], c0[0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(T=st.integers(1, 7), B=st.integers(1, 5), I=st.integers(1, 6), H=st.integers(1, 9),
+       seed=st.integers(0, 10_000), variable=st.booleans(), single=st.booleans())
+def test_property_matches_torch(T, B, I, H, seed, variable, single):
+    lengths = None
+    if variable:
+        lengths = list(np.random.default_rng(seed).integers(1, T + 1, size=B))
+    check(T, B, I, H, np.float32 if single else np.float64, seed, lengths=lengths)
+
+
+def test_defaults_and_none_gradients_match_reference():
+    _, (x, W, U, b, _, _), (dy, _, _) = make_case(5, 2, 3, 4, np.float64, seed=6)
+    for ops in (fast, ref):
+        y, (h, c), cache = ops.lstm_forward(x, W, U, b)
+        out = [y, h, c, *ops.lstm_backward(dy, None, None, cache)]
+        if ops is fast:
+            ours = out
+    for a, r in zip(ours, out):
+        assert rel_error(a, r) < 1e-12
+
+
+def test_backward_twice_gives_the_same_gradients():
+    _, args, (dy, dh, dc) = make_case(4, 2, 3, 5, np.float32, seed=7)
+    _, _, cache = fast.lstm_forward(*args)
+    first = fast.lstm_backward(dy, dh, dc, cache)
+    second = fast.lstm_backward(dy, dh, dc, cache)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_contiguous_inputs():
+    _, (x, W, U, b, h0, c0), _ = make_case(5, 3, 4, 6, np.float64, seed=8)
+    xf = np.asfortranarray(x)
+    Wt = np.ascontiguousarray(W.T).T            # same values, transposed memory
+    y1, (h1, c1), _ = fast.lstm_forward(xf[:, ::1], Wt, U, b, h0, c0)
+    y2, (h2, c2), _ = ref.lstm_forward(x, W, U, b, h0, c0)
+    assert rel_error(y1, y2) < 1e-12 and rel_error(h1, h2) < 1e-12 and rel_error(c1, c2) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B,I,H", [(1, 3, 5), (4, 7, 2), (1, 256, 256)])
+def test_step_matches_reference_and_sequence(B, I, H, dtype):
+    _, (x, W, U, b, h0, c0), _ = make_case(4, B, I, H, dtype, seed=9)
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    y, (hT, cT), _ = fast.lstm_forward(x, W, U, b, h0, c0)
+    h, c = h0, c0
+    for t in range(4):
+        hr, cr = ref.lstm_step(x[t], h, c, W, U, b)
+        h, c = fast.lstm_step(x[t], h, c, W, U, b)
+        assert h.dtype == dtype and c.dtype == dtype
+        assert rel_error(h, hr) < tol and rel_error(c, cr) < tol
+        assert rel_error(h, y[t]) < tol
+    assert rel_error(c, cT) < tol
+
+
+def test_saturated_gates_stay_finite_and_exact():
+    # Pre-activations of +-200 saturate every gate; the kernels' exp clamps without overflow.
+    _, (x, W, U, b, h0, c0), (dy, dh, dc) = make_case(3, 2, 2, 3, np.float64, seed=10)
+    for dtype in (np.float64, np.float32):
+        args = [a.astype(dtype) for a in (x * 100, W, U, b, h0, c0)]
+        grads = [a.astype(dtype) for a in (dy, dh, dc)]
+        ours, theirs = run(fast, args, grads), run(ref, args, grads)
+        for name in NAMES:
+            assert np.all(np.isfinite(ours[name])), name
+            assert rel_error(ours[name], theirs[name]) < (1e-10 if dtype == np.float64 else 1e-5), name
+
+
+def test_nan_input_propagates():
+    _, (x, W, U, b, h0, c0), _ = make_case(3, 1, 2, 3, np.float32, seed=11)
+    x[1, 0, 0] = np.nan
+    y, _, _ = fast.lstm_forward(x, W, U, b, h0, c0)
+    assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1:]))
+
+
+def test_dispatch():
+    assert lstm_ops() is fast and lstm_ops("fast") is fast
+    assert lstm_ops("reference") is ref
+    for ops in (fast, ref):
+        assert all(callable(getattr(ops, f)) for f in ("lstm_forward", "lstm_backward", "lstm_step"))
+    with pytest.raises(ValueError, match="impl"):
+        lstm_ops("cuda")
+
+
+@pytest.mark.parametrize("bad", [
+    dict(x=np.zeros((3, 2), np.float32)),                       # 2-D input
+    dict(x=np.zeros((3, 2, 4), np.int64)),                      # integer input
+    dict(x=np.zeros((0, 2, 4), np.float32)),                    # no time steps
+    dict(W=np.zeros((5, 12), np.float32)),                      # W rows != input size
+    dict(U=np.zeros((3, 10), np.float32)),                      # U not (H, 4H)
+    dict(b=np.zeros(11, np.float32)),                           # b not (4H,)
+    dict(h0=np.zeros((3, 3), np.float32)),                      # h0 batch wrong
+    dict(lengths=[1, 5]),                                       # longer than T
+    dict(lengths=[1]),                                          # one per sequence
+    dict(lengths=[1.5, 2.0]),                                   # not integers
+])
+def test_errors_say_what_is_wrong(bad):
+    args = dict(x=np.zeros((3, 2, 4), np.float32), W=np.zeros((4, 12), np.float32),
+                U=np.zeros((3, 12), np.float32), b=np.zeros(12, np.float32), h0=None, c0=None,
+                lengths=None)
+    args.update(bad)
+    with pytest.raises(ValueError):
+        fast.lstm_forward(**args)
+
+
+def test_step_and_backward_errors():
+    W, U, b = np.zeros((4, 12)), np.zeros((3, 12)), np.zeros(12)
+    with pytest.raises(ValueError, match="h must have shape"):
+        fast.lstm_step(np.zeros((2, 4)), np.zeros((1, 3)), np.zeros((2, 3)), W, U, b)
+    with pytest.raises(ValueError, match="batch, features"):
+        fast.lstm_step(np.zeros(4), np.zeros((1, 3)), np.zeros((1, 3)), W, U, b)
+    _, _, cache = fast.lstm_forward(np.zeros((2, 1, 4)), W, U, b)
+    with pytest.raises(ValueError, match="dy must have shape"):
+        fast.lstm_backward(np.zeros((2, 1, 4)), None, None, cache)
+
+
+def test_set_num_threads():
+    from threadpoolctl import threadpool_info
+    with pytest.raises(ValueError):
+        lstmkit.set_num_threads(0)
+    with pytest.raises(ValueError):
+        lstmkit.set_num_threads("2")
+    try:
+        assert lstmkit.set_num_threads(1) == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+        _, args, grads = make_case(3, 2, 3, 4, np.float32, seed=12)
+        run(fast, args, grads)   # the kernels keep within the bound
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    finally:
+        lstmkit.set_num_threads(os.cpu_count() or 1)
+
+
+def _python(code, **env):
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         env={**os.environ, **env}, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_import_compiles_nothing():
+    out = _python("""
+        import sys, lstmkit, lstmkit.kernels
+        print('numba' in sys.modules, 'lstmkit.kernels.lstm' in sys.modules)
+    """)
+    assert out.split() == ["False", "False"]
+
+
+def test_environment_variable_bounds_all_blas_pools():
+    out = _python("""
+        import lstmkit.kernels.lstm
+        from threadpoolctl import threadpool_info
+        print(sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}))
+    """, LSTMKIT_NUM_THREADS="1")
+    assert out.strip() == "[1]"
+
+
+def test_second_process_loads_compiled_code_from_disk():
+    code = """
+        import time
+        import numpy as np
+        from lstmkit.kernels import lstm
+        x = np.ones((3, 2, 4), np.float32)
+        W, U, b = np.ones((4, 8), np.float32), np.ones((2, 8), np.float32), np.ones(8, np.float32)
+        t = time.perf_counter()
+        y, _, cache = lstm.lstm_forward(x, W, U, b)
+        lstm.lstm_backward(y, None, None, cache)
+        lstm.lstm_step(x[0], y[0], y[0], W, U, b)
+        print(time.perf_counter() - t)
+    """
+    _python(code)                        # compiles if this tree has no cache yet
+    seconds = float(_python(code))
+    assert seconds < 1.0, f"first calls took {seconds:.2f} s with a warm cache"
