@@ -117,8 +117,6 @@ def add_forecast_commands(sub):
     g.add_argument("--seed", type=int, help="first seed (default 0)")
     g.add_argument("--val-fraction", type=float, help="share of windows for validation (default 0.2)")
     g.add_argument("--max-windows", type=int, help="use at most this many recent training windows (default 2000)")
-    g.add_argument("--no-refit", dest="refit", action="store_const", const=False,
-                   help="keep the early-stopped networks instead of retraining them on all windows")
     g.add_argument("--no-shrink", dest="shrink", action="store_const", const=False,
                    help="use the network's correction as is (default: scaled by its least-squares weight on validation)")
     g.add_argument("--backtest", type=int, help="rolling-origin evaluation over K origins (default 1)")

@@ -61,7 +61,9 @@ def check(T, B, I, H, dtype, seed, lengths=None, against_torch=True):
 @pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (5, 3, 4, 6), (7, 1, 3, 2), (4, 2, 8, 1), (12, 4, 5, 5),
                                      (3, 5, 40, 33), (20, 2, 16, 64),
                                      # batch >= 8 with H a multiple of 8 (32): the packed product
-                                     (6, 9, 5, 32), (4, 16, 8, 24), (3, 8, 3, 8)])
+                                     (6, 9, 5, 32), (4, 16, 8, 24), (3, 8, 3, 8),
+                                     (2, 8, 3, 256),    # ... shared among threads
+                                     (2, 16, 3, 256), (3, 3, 2, 512)])  # batch split among threads
 def test_matches_reference_and_torch(T, B, I, H, dtype):
     check(T, B, I, H, dtype, seed=T * 100 + H)
 
@@ -70,6 +72,7 @@ def test_matches_reference_and_torch(T, B, I, H, dtype):
 def test_variable_lengths_match_packed_sequences(dtype):
     check(6, 4, 3, 5, dtype, seed=1, lengths=[6, 1, 3, 4])
     check(5, 10, 3, 32, dtype, seed=2, lengths=[5, 1, 3, 4, 2, 5, 5, 1, 2, 3])
+    check(3, 17, 2, 256, dtype, seed=3, lengths=[1, 2, 3] * 5 + [3, 2])   # batch split
 
 
 def test_zero_length_passes_state_through():
@@ -248,8 +251,44 @@ def test_second_process_loads_compiled_code_from_disk():
         y, _, cache = lstm.lstm_forward(x, W, U, b)
         lstm.lstm_backward(y, None, None, cache)
         lstm.lstm_step(x[0], y[0], y[0], W, U, b)
+        x, U, b = np.ones((1, 8, 4), np.float32), np.ones((256, 1024), np.float32), np.ones(1024, np.float32)
+        y, _, cache = lstm.lstm_forward(x, np.ones((4, 1024), np.float32), U, b)   # packed, parallel
+        lstm.lstm_backward(y, None, None, cache)
         print(time.perf_counter() - t)
     """
     _python(code)                        # compiles if this tree has no cache yet
     seconds = float(_python(code))
     assert seconds < 1.0, f"first calls took {seconds:.2f} s with a warm cache"
+
+
+def test_forked_child_runs_after_parent_used_threads():
+    # GNU OpenMP hangs in a child forked after its pool started; the kernels go serial there.
+    out = _python("""
+        import os
+        import numpy as np
+        from lstmkit.kernels import lstm
+        x, W = np.ones((2, 8, 4), np.float32), np.ones((4, 1024), np.float32)
+        U, b = np.full((256, 1024), 0.01, np.float32), np.zeros(1024, np.float32)
+        y, _, _ = lstm.lstm_forward(x, W, U, b)
+        pid = os.fork()
+        if pid == 0:
+            y2, _, _ = lstm.lstm_forward(x, W, U, b)
+            os._exit(0 if np.array_equal(y, y2) else 1)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+    """, LSTMKIT_NUM_THREADS="2")
+    assert out.strip() == "0"
+
+
+def test_arbitrary_strides_on_length_one_axes():
+    # NumPy may give any stride to an axis of length 1 and still call the array contiguous.
+    from numpy.lib.stride_tricks import as_strided
+    _, (x, W, U, b, h0, c0), (dy, dh, dc) = make_case(1, 1, 3, 4, np.float64, seed=13)
+    odd = lambda a: as_strided(a, strides=tuple(12345 * a.itemsize if n == 1 else s
+                                                for n, s in zip(a.shape, a.strides)))
+    args, grads = [odd(a) for a in (x, W, U, b, h0, c0)], [odd(a) for a in (dy, dh, dc)]
+    ours, theirs = run(fast, args, grads), run(ref, [a.copy() for a in args], [g.copy() for g in grads])
+    for name in NAMES:
+        assert rel_error(ours[name], theirs[name]) < 1e-12, name
+    h, c = fast.lstm_step(odd(x[0]), odd(h0), odd(c0), W, U, b)
+    assert rel_error(h, ref.lstm_step(x[0], h0, c0, W, U, b)[0]) < 1e-12

@@ -99,9 +99,9 @@ def baseline_forecasts(y, horizon, period=None):
 
 def mase_scale(history, period=None):
     """In-sample mean absolute seasonal difference of history (n,) (lag 1 without a period)."""
-    m = period if period and period >= 2 and len(history) > period else 1
-    d = np.abs(np.diff(np.asarray(history, float)[::1], n=1)) if m == 1 else \
-        np.abs(history[m:] - history[:-m])
+    h = np.asarray(history, float)
+    m = period if period and period >= 2 and len(h) > period else 1
+    d = np.abs(h[m:] - h[:-m])
     scale = float(np.mean(d)) if len(d) else 0.0
     return scale if scale > 0 else 1.0
 

@@ -1,18 +1,20 @@
 """Forecasting end to end: data in, LSTM forecast with intervals, baselines and plots out.
 
-The method, in one paragraph (the README says the same). The series is filled, optionally logged
-and scaled with statistics of the training part only. For every forecast origin t the LSTM sees the
-last L values *relative to the last one* and divided by the window's mean absolute step, so the
-same network works at any level and volatility. It predicts, for all H steps at once (or one step
-at a time with --strategy recursive), the correction to a simple anchor forecast: seasonal naive
-when that beats naive on the training part, else naive. So the network starts from a strong simple
-forecast and only has to learn what the anchor misses. Training stops early on a chronological
-validation part; N seeds are trained and their median is the forecast. Intervals come from split
-conformal prediction on the validation residuals. Naive, seasonal naive, drift and damped ETS are
-scored on the same split, and the report says plainly whether the LSTM beat the best of them.
+The method (the README says the same). The series is filled, optionally logged, and scaled with
+statistics of the training part only. The LSTM does not forecast the series from scratch: it
+corrects an *anchor*, a simple forecast chosen on the validation part among naive, drift, seasonal
+naive, seasonal naive plus last year's change, and damped Holt-Winters (ETS, parameters fitted on
+the training part). For each origin the network sees the last L values relative to the last one
+and the anchor's recent errors, both divided by the window's mean absolute step, so one network
+works at any level and volatility; it outputs all H corrections at once (or one step at a time
+with --strategy recursive). Training stops early on the first half of the validation part; the
+second half, untouched by that choice, sets how much of the correction to trust (a least-squares
+factor in [0, 1]) and calibrates split-conformal intervals. N seeds are trained and their median
+is used. Forecasts then start from the anchor re-estimated on the whole history. Naive, seasonal
+naive, drift and ETS are scored on the same split, and the report says plainly whether the LSTM
+beat the best of them.
 """
 import json
-import math
 import os
 import time as _time
 
@@ -32,11 +34,11 @@ DEFAULTS = {
     "units": 50, "dropout": 0.0, "epochs": 200, "batch_size": 32, "patience": 20, "learning_rate": 1e-3,
     "ensemble": 5, "seed": 0, "scaling": "standard", "log": False, "fill": "interpolate", "fill_window": 5,
     "val_fraction": 0.2, "backtest": 1, "step": None, "max_windows": 2000,
-    "refit": True, "shrink": True,
+    "shrink": True,
 }
 _HORIZONS = {4: 8, 5: 10, 7: 14, 12: 12, 24: 24, 52: 13}
 MIN_TRAIN_WINDOWS = 10
-MIN_VAL_WINDOWS = 5
+MIN_VAL_WINDOWS = 10
 
 
 # --- input -----------------------------------------------------------------------------------------
@@ -143,6 +145,7 @@ class Forecaster:
         self.cfg, self.scaler, self.cov_scaler, self.shrink = cfg, scaler, cov_scaler, shrink
         self.anchor, self.target_scale, self.ets = anchor, target_scale, ets
         self.members, self.calibration = members if members is not None else [], calibration
+        self.gain = None
 
     # inputs and targets -----------------------------------------------------------------------
     def scaled(self, y, X):
@@ -283,19 +286,12 @@ def _build_member(cfg, n_features, n_out, seed):
 
 def _train_member(cfg, x, y, xv, yv, seed):
     """One LSTM -> Dense network fitted on (x (B, L, F), y (B, H_out)), stopped early on validation
-    (xv, yv). Returns the model with its best weights and the number of epochs that took."""
+    (xv, yv), with the weights of its best epoch."""
     from lstmkit.callbacks import EarlyStopping
     model = _build_member(cfg, x.shape[-1], y.shape[1], seed)
     stop = EarlyStopping(patience=cfg["patience"], restore_best_weights=True)
     model.fit(x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], validation_data=(xv, yv),
               callbacks=[stop], verbose=0)
-    return model, (stop.best_epoch or 0) + 1
-
-
-def _refit_member(cfg, x, y, epochs, seed):
-    """A fresh network trained for a fixed number of epochs on (x, y), no validation."""
-    model = _build_member(cfg, x.shape[-1], y.shape[1], seed)
-    model.fit(x, y, epochs=epochs, batch_size=cfg["batch_size"], verbose=0)
     return model
 
 
@@ -318,29 +314,38 @@ def fit_forecaster(y, X, cfg):
         return inp, (z[origins[:, None] + steps] - a) / s[:, None]
 
     x_tr, t_tr = data(train_o)
-    x_va, t_va = data(val_o)
+    # validation: the first half stops training early, the second half (untouched by that choice)
+    # sets the shrink factor and calibrates the intervals
+    stop_o, cal_o = val_o[:len(val_o) // 2], val_o[len(val_o) // 2:]
+    x_va, t_va = data(stop_o)
+    x_cal, t_cal = data(cal_o)
     fc.target_scale = float(np.std(t_tr)) or 1.0
-    t_tr, t_va = t_tr / fc.target_scale, t_va / fc.target_scale
-    epochs = []
+    t_tr, t_va, t_cal = t_tr / fc.target_scale, t_va / fc.target_scale, t_cal / fc.target_scale
     for i in range(cfg["ensemble"]):
-        model, best = _train_member(cfg, x_tr, t_tr.astype(np.float32), x_va, t_va.astype(np.float32),
-                                    cfg["seed"] + i)
-        fc.members.append(model)
-        epochs.append(best)
+        fc.members.append(_train_member(cfg, x_tr, t_tr.astype(np.float32), x_va, t_va.astype(np.float32),
+                                        cfg["seed"] + i))
     if cfg["anchor"] != "none" and cfg["shrink"]:   # trust the correction as far as it helps on validation
-        c = fc.correction(x_va)
-        fc.shrink = float(np.clip(np.sum(c * t_va) / max(np.sum(c * c), 1e-12), 0.0, 1.0))
-    fz, s = fc.forecast_z(z, xs, val_o)
-    resid = z[val_o[:, None] + np.arange(1, H + 1)] - fz
+        fc.shrink, fc.gain = trust(fc.correction(x_cal), t_cal)
+    fz, s = fc.forecast_z(z, xs, cal_o)
+    resid = z[cal_o[:, None] + np.arange(1, H + 1)] - fz
     fc.calibration = cf.calibrate(resid, s, LEVELS)
-    if cfg["refit"]:     # the same recipe once more on the whole history: ETS params, then every window
-        if fc.anchor == "ets":
-            fc.ets = bl.ets_params(z, cfg["period"])
-        every = np.arange(span(cfg) - 1, len(z) - H)[-cfg["max_windows"]:]
-        x_all, t_all = data(every)
-        t_all = (t_all / fc.target_scale).astype(np.float32)
-        fc.members = [_refit_member(cfg, x_all, t_all, e, cfg["seed"] + i) for i, e in enumerate(epochs)]
+    if fc.anchor == "ets":      # forecasts start from ETS re-estimated on the whole history
+        fc.ets = bl.ets_params(z, cfg["period"])
     return fc
+
+
+def trust(c, t):
+    """How much of the correction c (B, H) to keep, given the anchor's actual errors t (B, H) on
+    calibration windows. The least-squares factor lam in [0, 1] is shrunk by 1 - 1/T^2, T being its
+    t-statistic with B / H independent windows (windows H apart do not overlap):
+    T^2 = n * gain / (1 - gain), gain = the share of squared error the correction removes.
+    A correction that cannot be told from chance on this much data is switched off.
+    Returns (factor, gain)."""
+    lam = float(np.clip(np.sum(c * t) / max(np.sum(c * c), 1e-12), 0.0, 1.0))
+    gain = float(1.0 - np.sum((t - lam * c) ** 2) / max(np.sum(t * t), 1e-12))
+    n_independent = max(len(c) / c.shape[1], 1.0)
+    t2 = n_independent * gain / max(1.0 - gain, 1e-12)
+    return lam * max(0.0, 1.0 - 1.0 / max(t2, 1e-12)), gain
 
 
 ANCHORS = ("naive", "drift", "seasonal", "seasonal-drift", "ets")
@@ -400,7 +405,9 @@ def evaluate_origin(y, X, origin, cfg):
     metrics = {name: bl.accuracy(actual, f, scale) for name, f in forecasts.items()}
     for level in LEVELS:
         metrics["lstm"][f"coverage{int(level * 100)}"] = cf.coverage(actual, *pred[level])
-    return fc, {"forecasts": forecasts, "intervals": {lv: pred[lv] for lv in LEVELS}, "metrics": metrics}
+    network = {"anchor": fc.anchor, "trust": fc.shrink, "gain": fc.gain}
+    return fc, {"forecasts": forecasts, "intervals": {lv: pred[lv] for lv in LEVELS}, "metrics": metrics,
+                "network": network}
 
 
 def backtest(y, X, cfg, progress=None):
@@ -428,13 +435,21 @@ def summarize(results):
     return methods, best
 
 
-def verdict(methods, best):
-    """One line: did the LSTM beat the best baseline on MASE?"""
+def verdict(methods, best, networks=()):
+    """One line: did the LSTM beat the best baseline on MASE? Says so too when the network's
+    correction was (nearly) switched off, i.e. the LSTM forecast is just its anchor."""
     lstm, base = methods["lstm"]["MASE"], methods[best]["MASE"]
     if lstm < base:
-        return f"LSTM beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} ({100 * (1 - lstm / base):.1f}% lower)."
-    return (f"LSTM did NOT beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} "
-            f"({100 * (lstm / base - 1):.1f}% worse); prefer {best} for this series.")
+        line = f"LSTM beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} ({100 * (1 - lstm / base):.1f}% lower)."
+    else:
+        line = (f"LSTM did NOT beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} "
+                f"({100 * (lstm / base - 1):.1f}% worse); prefer {best} for this series.")
+    kept = [n["trust"] for n in networks if n["anchor"] != "none"]
+    if kept and max(kept) < 0.05:
+        anchors = sorted({n["anchor"] for n in networks})
+        line += (f" The network's correction did not prove itself on validation data, so the LSTM forecast "
+                 f"is its anchor ({', '.join(anchors)}).")
+    return line
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -460,8 +475,9 @@ def forecast(dataset=None, csv=None, target=None, time=None, features=None, out=
         "features": list(df.columns[1:]), "settings": cfg, "anchor": fc.anchor,
         "origins": [_label(df.index, o) for o in origins], "methods": methods, "best_baseline": best,
         "lstm_beats_best_baseline": bool(methods["lstm"]["MASE"] < methods[best]["MASE"]),
-        "verdict": verdict(methods, best), "missing": notes, "seconds": round(_time.time() - t0, 1),
-        "per_origin": [r["metrics"] for r in results],
+        "verdict": verdict(methods, best, [r["network"] for r in results]), "missing": notes,
+        "seconds": round(_time.time() - t0, 1),
+        "per_origin": [{**r["metrics"], "network": r["network"]} for r in results],
     }
     if out:
         os.makedirs(out, exist_ok=True)
@@ -548,7 +564,7 @@ def _json_default(v):
 
 SETTINGS = ("lookback", "horizon", "period", "anchor", "strategy", "units", "dropout", "epochs", "batch_size",
             "patience", "learning_rate", "ensemble", "seed", "scaling", "log", "fill", "fill_window",
-            "val_fraction", "backtest", "step", "max_windows", "refit", "shrink")
+            "val_fraction", "backtest", "step", "max_windows", "shrink")
 
 
 def run(args):
@@ -564,8 +580,9 @@ def run(args):
     def progress(k, total, res, seconds):
         m = res["metrics"]
         best = min(bl.BASELINES, key=lambda b: m[b]["MASE"])
-        say(f"origin {k + 1}/{total}: LSTM MASE {m['lstm']['MASE']:.3f}, best baseline {best} "
-            f"{m[best]['MASE']:.3f} ({seconds:.1f} s)")
+        net = res["network"]
+        say(f"origin {k + 1}/{total}: LSTM MASE {m['lstm']['MASE']:.3f} (anchor {net['anchor']}, correction "
+            f"kept {100 * net['trust']:.0f}%), best baseline {best} {m[best]['MASE']:.3f} ({seconds:.1f} s)")
 
     settings = {k: getattr(args, k) for k in SETTINGS}
     result = forecast(dataset=args.dataset, csv=args.csv, target=args.target, time=args.time, features=features,

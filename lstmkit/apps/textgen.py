@@ -34,7 +34,8 @@ FORMAT = "lstmkit-textgen/1"
 
 def build_model(vocab_size, layers=2, hidden=512, embed=64, dropout=0.0, seed=0, impl="fast"):
     """Sequential Embedding(V, embed) -> [LSTM(hidden, stateful) -> Dropout] x layers -> Dense(V),
-    built for ids (batch, time); outputs logits (batch, time, V)."""
+    built for ids (batch, time); outputs logits (batch, time, V). Keras's initial weights, except
+    the embedding (N(0, 1))."""
     from lstmkit.layers import LSTM, Dense, Dropout, Embedding
     from lstmkit.model import Sequential
     for name, value in (("--layers", layers), ("--hidden", hidden), ("--embed", embed)):
@@ -50,6 +51,10 @@ def build_model(vocab_size, layers=2, hidden=512, embed=64, dropout=0.0, seed=0,
     stack.append(Dense(vocab_size))
     model = Sequential(stack, seed=seed)
     model.build((None,))
+    # Embedding rows start N(0, 1) (torch's nn.Embedding) rather than Keras's U(-0.05, 0.05): with
+    # inputs that small a char model sits on the unigram plateau for hundreds of steps.
+    emb = model.layers[0].params["embeddings"]
+    emb[...] = model.rng.standard_normal(emb.shape)
     return model
 
 

@@ -1,11 +1,18 @@
 """The fast LSTM: same functions, signatures and results as `lstmkit.cells.lstm`, compiled.
 
 Forward: the input projection of all steps is one gemm, x (T*B, I) @ W -> gates (T*B, 4H); then
-a compiled loop adds h_{t-1} @ U into gates[t] with one BLAS call (beta = 1, no temporary) and
-runs one fused pass that applies the nonlinearities, updates c and h and stores what BPTT needs.
-Backward: a compiled loop that, per step, runs one fused pass for the gate gradients and one gemm
-for dh_{t-1}; after it dx, dW and dU are three large gemms over all steps. Nothing is allocated
-inside the time loops. See `lstmkit.cells.lstm` for the equations.
+a compiled loop adds h_{t-1} @ U into gates[t] (beta = 1, no temporary) and runs vectorised
+passes that apply the nonlinearities, update c and h and store what BPTT needs. Backward: a
+compiled loop that, per step, computes the gate gradients in a few vectorised passes and adds
+dz_t U^T into dh; after it dx, dW and dU are three large gemms over all steps. Nothing is
+allocated inside the time loops. See `lstmkit.cells.lstm` for the equations.
+
+The per-step product goes to `core.packed_gemm` (U packed once per call into column panels, an
+8x32 register tile) for float32 batches of 8 or more with panel-aligned H, else to BLAS.
+Threads (all Numba's; threads.py says why not OpenBLAS's): the large products are cut among
+them by `core.gemm_parallel`; the recurrence is cut by batch rows (`_forward_split`), each thread
+running every step for its rows, so no thread waits for another within the time loop; a batch
+too small to cut shares each step's product instead (`core.packed_gemm_parallel`).
 
 Buffers (time-major, as in the reference):
 
@@ -16,9 +23,11 @@ Buffers (time-major, as in the reference):
     dz     (T, B, 4H)  gradient of the gate pre-activations (backward only)
 """
 import numpy as np
+from numba import njit, prange
 
 from lstmkit.kernels import threads
-from lstmkit.kernels.core import TILE_COLS, gemm, jit, pack, packed_gemm, vexp, wide_vectors
+from lstmkit.kernels.core import (FASTMATH, TILE_COLS, TILE_ROWS, gemm, gemm_parallel, jit, pack,
+                                  packed_gemm, packed_gemm_parallel, vexp, wide_vectors)
 
 threads.apply_env()
 
@@ -34,9 +43,10 @@ def _activate(z, scale, shift):
 
 
 @jit
-def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths):
+def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, parallel, lengths):
     """Recurrence over gates (T, B, 4H) holding x_t W; scale, shift (4H,) from `_gate_affine`,
-    U (H, 4H), Up U packed (4H/32, H, 32) or empty to use BLAS, lengths (B,) int64. Fills hs, cs
+    U (H, 4H), Up U packed (4H/32, H, 32) or empty to use BLAS, parallel: share the packed
+    product among Numba's threads, lengths (B,) int64. Fills hs, cs
     (T+1, B, H), tanh_c, y (T, B, H) and turns gates into i, f, (g+1)/2, o in place (g = tanh is
     kept as the sigmoid it is computed from)."""
     wide_vectors()
@@ -44,7 +54,9 @@ def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths):
     H = G // 4
     one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
     for t in range(T):
-        if Up.shape[0]:                                      # z_t = x_t W + h_{t-1} U
+        if Up.shape[0] and parallel:                         # z_t = x_t W + h_{t-1} U
+            packed_gemm_parallel(hs[t], Up, gates[t])
+        elif Up.shape[0]:
             packed_gemm(hs[t], Up, gates[t])
         else:
             gemm(hs[t], U, gates[t], 1.0, False, False)
@@ -70,10 +82,10 @@ def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths):
 
 
 @jit
-def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, lengths, dz, db):
+def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, parallel, lengths, dz, db):
     """BPTT over T steps. dy (T, B, H); dh, dc (B, H) carry the state gradients and end as
     dh0, dc0; gates, cs, tanh_c from forward; UTp U^T packed (H/32, 4H, 32) or empty to use
-    BLAS; fills dz (T, B, 4H) and accumulates db (4H,) (float64). Each pass reads and writes few
+    BLAS, parallel as in `_forward_loop`; fills dz (T, B, 4H) and accumulates db (4H,) (float64). Each pass reads and writes few
     arrays so that it vectorises."""
     wide_vectors()
     T, B, G = gates.shape
@@ -107,22 +119,63 @@ def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, lengths, dz, db):
                 dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
             for j in range(G):
                 db[j] += d[j]
-        if UTp.shape[0]:                                           # dh_{t-1} = dz_t U^T (+ frozen)
+        if UTp.shape[0] and parallel:                              # dh_{t-1} = dz_t U^T (+ frozen)
+            packed_gemm_parallel(dz[t], UTp, dh)
+        elif UTp.shape[0]:
             packed_gemm(dz[t], UTp, dh)
         else:
             gemm(dz[t], U, dh, 1.0, False, True)
 
 
+@njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
+def _forward_split(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths, parts):
+    """`_forward_loop` with the batch cut into `parts` runs of rows, one per Numba thread: rows
+    never meet within a layer, so each thread runs the whole recurrence for its rows without a
+    single join per step."""
+    B = gates.shape[1]
+    for q in prange(parts):
+        r0, r1 = q * B // parts, (q + 1) * B // parts
+        _forward_loop(gates[:, r0:r1], scale, shift, hs[:, r0:r1], cs[:, r0:r1], tanh_c[:, r0:r1],
+                      y[:, r0:r1], U, Up, False, lengths[r0:r1])
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
+def _backward_split(dy, dh, dc, gates, cs, tanh_c, U, UTp, lengths, dz, db, parts):
+    """`_backward_loop` cut by batch rows like `_forward_split`; db (parts, 4H) gets one row of
+    bias gradient per part."""
+    B = gates.shape[1]
+    for q in prange(parts):
+        r0, r1 = q * B // parts, (q + 1) * B // parts
+        _backward_loop(dy[:, r0:r1], dh[r0:r1], dc[r0:r1], gates[:, r0:r1], cs[:, r0:r1],
+                       tanh_c[:, r0:r1], U, UTp, False, lengths[r0:r1], dz[:, r0:r1], db[q])
+
+
+def _batch_parts(B, H, dtype):
+    """How many threads run the recurrence side by side on runs of rows: each run needs the 8 rows
+    of a packed tile (float32) and enough work to pay a thread (>= 4 MFLOP per step in all)."""
+    n = threads.parallel_threads()
+    if n == 1 or 8 * B * H * H < 4e6:
+        return 1
+    parts = min(n, B // TILE_ROWS) if dtype == np.float32 else min(n, B)
+    if parts > 1:
+        threads.compiled_threads()
+    return max(parts, 1)
+
+
 def _packed(U, B, transpose):
     """U (H, 4H) packed for `packed_gemm` when that beats BLAS for the per-step product of a batch
-    of B (float32, B >= 8, panel-aligned, under 64 MFLOP per step), else an empty array (use BLAS)."""
+    of B (float32, B >= 8, panel-aligned), else an empty array (use BLAS); and whether to share
+    that product among threads (when it is worth a fork and join per step: >= 4 MFLOP)."""
     H, G = U.shape
     N = H if transpose else G
-    if U.dtype == np.float32 and B >= 8 and N % TILE_COLS == 0 and 2 * B * H * G < 64e6:
+    parallel = 2 * B * H * G >= 4e6 and threads.parallel_threads() > 1
+    if U.dtype == np.float32 and B >= TILE_ROWS and N % TILE_COLS == 0:
         packed = np.empty((N // TILE_COLS, G if transpose else H, TILE_COLS), U.dtype)
         pack(U, packed, transpose)
-        return packed
-    return np.empty((0, 0, TILE_COLS), U.dtype)
+        if parallel:
+            threads.compiled_threads()
+        return packed, parallel
+    return np.empty((0, 0, TILE_COLS), U.dtype), False
 
 
 def _gate_affine(b):
@@ -152,18 +205,15 @@ def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
             hn[j] = zr[3 * H + j] * (two / (one + vexp(-two * cn[j])) - one)
 
 
-@jit
-def _project(x2, W, out):
-    """out (N, 4H) = x2 (N, I) @ W (I, 4H), the input projection of every step at once."""
-    gemm(x2, W, out, 0.0, False, False)
-
-
-@jit
-def _weight_grads(x2, hp2, dz2, W, U, dx2, dW, dU):
-    """dx2 (N, I) = dz2 W^T, dW (I, 4H) = x2^T dz2, dU (H, 4H) = hp2^T dz2; N = T*B."""
-    gemm(dz2, W, dx2, 0.0, False, True)
-    gemm(x2, dz2, dW, 0.0, True, False)
-    gemm(hp2, dz2, dU, 0.0, True, False)
+def _product(a, b, c, trans_a=False, trans_b=False):
+    """c = op(a) @ op(b), a large product over all steps: shared among the threads when it has at
+    least 2 MFLOP, each thread a single-threaded BLAS call."""
+    parts = threads.parallel_threads()
+    if parts > 1 and 2 * c.shape[0] * c.shape[1] * (a.shape[0] if trans_a else a.shape[1]) >= 2e6:
+        threads.compiled_threads()
+        gemm_parallel(a, b, c, 0.0, trans_a, trans_b, parts)
+    else:
+        gemm(a, b, c, 0.0, trans_a, trans_b)
 
 
 # --- argument checks and the public functions ----------------------------------------------------
@@ -220,12 +270,15 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     cs[0] = 0 if c0 is None else _as(c0, dtype, (B, H), "c0")
     tanh_c = np.empty((T, B, H), dtype)
     y = np.empty((T, B, H), dtype)
-    x2 = x.reshape(T * B, I)
-    threads.gemm_threads()
-    _project(x2, W, gates.reshape(T * B, 4 * H))
+    threads.blas_single()
+    _product(x.reshape(T * B, I), W, gates.reshape(T * B, 4 * H))     # x_t W for every t at once
     scale, shift = _gate_affine(b)
-    threads.gemm_threads(threads.step_threads(8 * B * H * H))
-    _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, _packed(U, B, False), lens)
+    parts = _batch_parts(B, H, dtype)
+    if parts > 1:
+        Up, _ = _packed(U, B // parts, False)
+        _forward_split(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lens, parts)
+    else:
+        _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, *_packed(U, B, False), lens)
     cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
 
@@ -244,17 +297,24 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     dh = np.zeros((B, H), dtype) if dh_T is None else _as(dh_T, dtype, (B, H), "dh_T").copy()
     dc = np.zeros((B, H), dtype) if dc_T is None else _as(dc_T, dtype, (B, H), "dc_T").copy()
     dz = np.empty((T, B, 4 * H), dtype)
-    db = np.zeros(4 * H, np.float64)
-    threads.gemm_threads(threads.step_threads(8 * B * H * H))
-    _backward_loop(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, _packed(U, B, True),
-                   cache["lengths"], dz, db)
+    threads.blas_single()
+    parts = _batch_parts(B, H, dtype)
+    db = np.zeros((parts, 4 * H), np.float64)
+    if parts > 1:
+        UTp, _ = _packed(U, B // parts, True)
+        _backward_split(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, UTp, cache["lengths"],
+                        dz, db, parts)
+    else:
+        _backward_loop(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, *_packed(U, B, True),
+                       cache["lengths"], dz, db[0])
     dx = np.empty((T, B, I), dtype)
     dW = np.empty((I, 4 * H), dtype)
     dU = np.empty((H, 4 * H), dtype)
-    threads.gemm_threads()
-    _weight_grads(x.reshape(T * B, I), cache["hs"][:T].reshape(T * B, H), dz.reshape(T * B, 4 * H),
-                  W, U, dx.reshape(T * B, I), dW, dU)
-    return dx, dW, dU, db.astype(dtype), dh, dc
+    dz2 = dz.reshape(T * B, 4 * H)
+    _product(dz2, W, dx.reshape(T * B, I), trans_b=True)             # dx = dz W^T
+    _product(x.reshape(T * B, I), dz2, dW, trans_a=True)              # dW = x^T dz
+    _product(cache["hs"][:T].reshape(T * B, H), dz2, dU, trans_a=True)  # dU = h_{t-1}^T dz
+    return dx, dW, dU, db.sum(axis=0).astype(dtype), dh, dc
 
 
 def lstm_step(x, h, c, W, U, b):
@@ -270,6 +330,6 @@ def lstm_step(x, h, c, W, U, b):
     h_out = np.empty((B, H), dtype)
     c_out = np.empty((B, H), dtype)
     scale, shift = _gate_affine(b)
-    threads.gemm_threads(threads.step_threads(8 * B * (I + H) * H))
+    threads.blas_single()
     _step(x, h, c, W, U, scale, shift, np.empty((B, 4 * H), dtype), h_out, c_out)
     return h_out, c_out
