@@ -262,7 +262,7 @@ def test_second_process_loads_compiled_code_from_disk():
 
 
 def test_forked_child_runs_after_parent_used_threads():
-    # GNU OpenMP hangs in a child forked after its pool started; the kernels go serial there.
+    # A child forked after the kernel threads started must make its own (the parent's are gone).
     out = _python("""
         import os
         import numpy as np

@@ -440,7 +440,8 @@ def verdict(methods, best, networks=()):
     correction was (nearly) switched off, i.e. the LSTM forecast is just its anchor."""
     lstm, base = methods["lstm"]["MASE"], methods[best]["MASE"]
     if lstm < base:
-        line = f"LSTM beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} ({100 * (1 - lstm / base):.1f}% lower)."
+        line = (f"LSTM beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} "
+                f"({100 * (1 - lstm / base):.1f}% lower).")
     else:
         line = (f"LSTM did NOT beat the best baseline ({best}): MASE {lstm:.3f} vs {base:.3f} "
                 f"({100 * (lstm / base - 1):.1f}% worse); prefer {best} for this series.")
@@ -573,7 +574,8 @@ def run(args):
         return run_predict(args)
     if args.model:
         raise ValueError("--model is for `lstmkit forecast predict`")
-    out = args.out or _fresh_dir("forecast-" + (args.dataset or os.path.splitext(os.path.basename(args.csv or "csv"))[0]))
+    name = args.dataset or os.path.splitext(os.path.basename(args.csv or "csv"))[0]
+    out = args.out or _fresh_dir("forecast-" + name)
     say = (lambda *a: None) if args.quiet else print
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
 

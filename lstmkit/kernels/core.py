@@ -10,7 +10,7 @@ that use it compile to AVX-512 code: float32 error about 1 ulp, float64 about 2 
 Why our own gemm call: `np.dot(a, b, out)` in Numba cannot accumulate (beta = 1) or take
 transposed strided views. `gemm` calls the same BLAS (SciPy's OpenBLAS, through Numba's
 `numba_xxgemm` helper, resolved by name so the on-disk cache stays valid) with any op and beta.
-The kernels use only this BLAS, on one thread; their threads are Numba's (threads.py).
+The kernels use only this BLAS, on one thread each; their threads are their own (threads.py).
 
 Why our own per-step product: the recurrent product h_{t-1} U is small (batch rows) and repeats T
 times with the same U, and BLAS re-packs U on every call: 70 GFLOP/s at (32 x 256) @ (256 x 1024)
@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
@@ -325,30 +325,21 @@ def packed_gemm(a, packed, c):
             _tile(a, r0, min(TILE_ROWS, M - r0), packed, p, c)
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
-def packed_gemm_parallel(a, packed, c):
-    """`packed_gemm` with the tiles shared among Numba's threads (numba.get_num_threads()); each
-    thread takes a contiguous run of column panels, so it reads each panel of U once."""
-    M = a.shape[0]
-    nb = (M + TILE_ROWS - 1) // TILE_ROWS
-    for q in prange(packed.shape[0] * nb):
-        p, r0 = q // nb, (q % nb) * TILE_ROWS
-        _tile(a, r0, min(TILE_ROWS, M - r0), packed, p, c)
 
-
-@njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def gemm_parallel(a, b, c, beta, trans_a, trans_b, parts):
-    """`gemm` cut into `parts` blocks of c's longer side, one per Numba thread, each a
-    single-threaded BLAS call. Numba's threads sleep soon after the loop; OpenBLAS's own threads
-    spin for up to ~0.1 s after each call and steal the core from the serial time loop."""
+    """`gemm` cut into `parts` blocks of c's longer side, run side by side on the kernel threads
+    (threads.run_parallel), each a single-threaded BLAS call on views (no copies)."""
+    from lstmkit.kernels.threads import run_parallel
     M, N = c.shape
     by_rows = M >= N
     size = M if by_rows else N
-    for q in prange(parts):
+    jobs = []
+    for q in range(parts):
         lo, hi = q * size // parts, (q + 1) * size // parts
         if hi <= lo:
             continue
         if by_rows:
-            gemm(a[:, lo:hi] if trans_a else a[lo:hi], b, c[lo:hi], beta, trans_a, trans_b)
+            jobs.append((a[:, lo:hi] if trans_a else a[lo:hi], b, c[lo:hi], beta, trans_a, trans_b))
         else:
-            gemm(a, b[lo:hi] if trans_b else b[:, lo:hi], c[:, lo:hi], beta, trans_a, trans_b)
+            jobs.append((a, b[lo:hi] if trans_b else b[:, lo:hi], c[:, lo:hi], beta, trans_a, trans_b))
+    run_parallel(gemm, jobs)

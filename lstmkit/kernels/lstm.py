@@ -9,10 +9,9 @@ allocated inside the time loops. See `lstmkit.cells.lstm` for the equations.
 
 The per-step product goes to `core.packed_gemm` (U packed once per call into column panels, an
 8x32 register tile) for float32 batches of 8 or more with panel-aligned H, else to BLAS.
-Threads (all Numba's; threads.py says why not OpenBLAS's): the large products are cut among
-them by `core.gemm_parallel`; the recurrence is cut by batch rows (`_forward_split`), each thread
-running every step for its rows, so no thread waits for another within the time loop; a batch
-too small to cut shares each step's product instead (`core.packed_gemm_parallel`).
+Threads (threads.py says which and why): the large products are cut among them by
+`core.gemm_parallel`; the recurrence is cut by batch rows (`_batch_parts`), each thread running
+every step for its own rows, so no thread waits for another within the time loop.
 
 Buffers (time-major, as in the reference):
 
@@ -23,11 +22,10 @@ Buffers (time-major, as in the reference):
     dz     (T, B, 4H)  gradient of the gate pre-activations (backward only)
 """
 import numpy as np
-from numba import njit, prange
 
 from lstmkit.kernels import threads
-from lstmkit.kernels.core import (FASTMATH, TILE_COLS, TILE_ROWS, gemm, gemm_parallel, jit, pack,
-                                  packed_gemm, packed_gemm_parallel, vexp, wide_vectors)
+from lstmkit.kernels.core import (TILE_COLS, TILE_ROWS, gemm, gemm_parallel, jit, pack, packed_gemm,
+                                  vexp, wide_vectors)
 
 threads.apply_env()
 
@@ -43,24 +41,22 @@ def _activate(z, scale, shift):
 
 
 @jit
-def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, parallel, lengths):
+def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths, r0, r1):
     """Recurrence over gates (T, B, 4H) holding x_t W; scale, shift (4H,) from `_gate_affine`,
-    U (H, 4H), Up U packed (4H/32, H, 32) or empty to use BLAS, parallel: share the packed
-    product among Numba's threads, lengths (B,) int64. Fills hs, cs
+    U (H, 4H), Up U packed (4H/32, H, 32) or empty to use BLAS, lengths (B,) int64. Fills hs, cs
     (T+1, B, H), tanh_c, y (T, B, H) and turns gates into i, f, (g+1)/2, o in place (g = tanh is
-    kept as the sigmoid it is computed from)."""
+    kept as the sigmoid it is computed from). Only rows r0:r1 of the batch are run (the arrays
+    stay whole so that every row is a contiguous vector: sliced batches do not vectorise)."""
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
     one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
     for t in range(T):
-        if Up.shape[0] and parallel:                         # z_t = x_t W + h_{t-1} U
-            packed_gemm_parallel(hs[t], Up, gates[t])
-        elif Up.shape[0]:
-            packed_gemm(hs[t], Up, gates[t])
+        if Up.shape[0]:                                      # z_t = x_t W + h_{t-1} U
+            packed_gemm(hs[t][r0:r1], Up, gates[t][r0:r1])
         else:
-            gemm(hs[t], U, gates[t], 1.0, False, False)
-        for r in range(B):
+            gemm(hs[t][r0:r1], U, gates[t][r0:r1], 1.0, False, False)
+        for r in range(r0, r1):
             hp, cp, hn, cn, yr = hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], y[t, r]
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
                 for j in range(H):
@@ -82,17 +78,17 @@ def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, parallel, lengt
 
 
 @jit
-def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, parallel, lengths, dz, db):
+def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, lengths, dz, db, r0, r1):
     """BPTT over T steps. dy (T, B, H); dh, dc (B, H) carry the state gradients and end as
     dh0, dc0; gates, cs, tanh_c from forward; UTp U^T packed (H/32, 4H, 32) or empty to use
-    BLAS, parallel as in `_forward_loop`; fills dz (T, B, 4H) and accumulates db (4H,) (float64). Each pass reads and writes few
-    arrays so that it vectorises."""
+    BLAS, rows r0:r1 as in `_forward_loop`; fills dz (T, B, 4H) and accumulates
+    db (4H,) (float64). Each pass reads and writes few arrays so that it vectorises."""
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
     one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
     for t in range(T - 1, -1, -1):
-        for r in range(B):
+        for r in range(r0, r1):
             d = dz[t, r]
             if t >= lengths[r]:          # no step here: dz = 0, dh and dc pass through unchanged
                 for j in range(G):
@@ -119,63 +115,38 @@ def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, parallel, lengths, dz,
                 dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
             for j in range(G):
                 db[j] += d[j]
-        if UTp.shape[0] and parallel:                              # dh_{t-1} = dz_t U^T (+ frozen)
-            packed_gemm_parallel(dz[t], UTp, dh)
-        elif UTp.shape[0]:
-            packed_gemm(dz[t], UTp, dh)
+        if UTp.shape[0]:                                           # dh_{t-1} = dz_t U^T (+ frozen)
+            packed_gemm(dz[t][r0:r1], UTp, dh[r0:r1])
         else:
-            gemm(dz[t], U, dh, 1.0, False, True)
-
-
-@njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
-def _forward_split(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths, parts):
-    """`_forward_loop` with the batch cut into `parts` runs of rows, one per Numba thread: rows
-    never meet within a layer, so each thread runs the whole recurrence for its rows without a
-    single join per step."""
-    B = gates.shape[1]
-    for q in prange(parts):
-        r0, r1 = q * B // parts, (q + 1) * B // parts
-        _forward_loop(gates[:, r0:r1], scale, shift, hs[:, r0:r1], cs[:, r0:r1], tanh_c[:, r0:r1],
-                      y[:, r0:r1], U, Up, False, lengths[r0:r1])
-
-
-@njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
-def _backward_split(dy, dh, dc, gates, cs, tanh_c, U, UTp, lengths, dz, db, parts):
-    """`_backward_loop` cut by batch rows like `_forward_split`; db (parts, 4H) gets one row of
-    bias gradient per part."""
-    B = gates.shape[1]
-    for q in prange(parts):
-        r0, r1 = q * B // parts, (q + 1) * B // parts
-        _backward_loop(dy[:, r0:r1], dh[r0:r1], dc[r0:r1], gates[:, r0:r1], cs[:, r0:r1],
-                       tanh_c[:, r0:r1], U, UTp, False, lengths[r0:r1], dz[:, r0:r1], db[q])
+            gemm(dz[t][r0:r1], U, dh[r0:r1], 1.0, False, True)
 
 
 def _batch_parts(B, H, dtype):
-    """How many threads run the recurrence side by side on runs of rows: each run needs the 8 rows
-    of a packed tile (float32) and enough work to pay a thread (>= 4 MFLOP per step in all)."""
-    n = threads.parallel_threads()
+    """How many threads run the recurrence side by side, each on its own run of batch rows (rows
+    never meet within a layer, so no thread waits for another inside the time loop). Each run
+    needs the 8 rows of a packed tile (float32) and enough work to pay a thread (>= 4 MFLOP per
+    step in all)."""
+    n = threads.get_num_threads()
     if n == 1 or 8 * B * H * H < 4e6:
         return 1
-    parts = min(n, B // TILE_ROWS) if dtype == np.float32 else min(n, B)
-    if parts > 1:
-        threads.compiled_threads()
-    return max(parts, 1)
+    return max(1, min(n, B // TILE_ROWS) if dtype == np.float32 else min(n, B))
+
+
+def _row_runs(B, parts):
+    """parts runs (r0, r1) covering the batch rows 0..B."""
+    return [(q * B // parts, (q + 1) * B // parts) for q in range(parts)]
 
 
 def _packed(U, B, transpose):
     """U (H, 4H) packed for `packed_gemm` when that beats BLAS for the per-step product of a batch
-    of B (float32, B >= 8, panel-aligned), else an empty array (use BLAS); and whether to share
-    that product among threads (when it is worth a fork and join per step: >= 4 MFLOP)."""
+    of B (float32, B >= 8, panel-aligned), else an empty array (use BLAS)."""
     H, G = U.shape
     N = H if transpose else G
-    parallel = 2 * B * H * G >= 4e6 and threads.parallel_threads() > 1
     if U.dtype == np.float32 and B >= TILE_ROWS and N % TILE_COLS == 0:
         packed = np.empty((N // TILE_COLS, G if transpose else H, TILE_COLS), U.dtype)
         pack(U, packed, transpose)
-        if parallel:
-            threads.compiled_threads()
-        return packed, parallel
-    return np.empty((0, 0, TILE_COLS), U.dtype), False
+        return packed
+    return np.empty((0, 0, TILE_COLS), U.dtype)
 
 
 def _gate_affine(b):
@@ -208,9 +179,8 @@ def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
 def _product(a, b, c, trans_a=False, trans_b=False):
     """c = op(a) @ op(b), a large product over all steps: shared among the threads when it has at
     least 2 MFLOP, each thread a single-threaded BLAS call."""
-    parts = threads.parallel_threads()
+    parts = threads.get_num_threads()
     if parts > 1 and 2 * c.shape[0] * c.shape[1] * (a.shape[0] if trans_a else a.shape[1]) >= 2e6:
-        threads.compiled_threads()
         gemm_parallel(a, b, c, 0.0, trans_a, trans_b, parts)
     else:
         gemm(a, b, c, 0.0, trans_a, trans_b)
@@ -274,11 +244,9 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     _product(x.reshape(T * B, I), W, gates.reshape(T * B, 4 * H))     # x_t W for every t at once
     scale, shift = _gate_affine(b)
     parts = _batch_parts(B, H, dtype)
-    if parts > 1:
-        Up, _ = _packed(U, B // parts, False)
-        _forward_split(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lens, parts)
-    else:
-        _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, *_packed(U, B, False), lens)
+    Up = _packed(U, B // parts, False)
+    threads.run_parallel(_forward_loop, [(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lens, r0, r1)
+                                         for r0, r1 in _row_runs(B, parts)])
     cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
 
@@ -299,14 +267,11 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     dz = np.empty((T, B, 4 * H), dtype)
     threads.blas_single()
     parts = _batch_parts(B, H, dtype)
-    db = np.zeros((parts, 4 * H), np.float64)
-    if parts > 1:
-        UTp, _ = _packed(U, B // parts, True)
-        _backward_split(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, UTp, cache["lengths"],
-                        dz, db, parts)
-    else:
-        _backward_loop(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, *_packed(U, B, True),
-                       cache["lengths"], dz, db[0])
+    db = np.zeros((parts, 4 * H), np.float64)   # one row per run, so no two threads add to one
+    UTp = _packed(U, B // parts, True)
+    threads.run_parallel(_backward_loop, [(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, UTp,
+                                           cache["lengths"], dz, db[q], r0, r1)
+                                          for q, (r0, r1) in enumerate(_row_runs(B, parts))])
     dx = np.empty((T, B, I), dtype)
     dW = np.empty((I, 4 * H), dtype)
     dU = np.empty((H, 4 * H), dtype)

@@ -1,14 +1,18 @@
-"""One thread setting for every pool the kernels use.
+"""One thread setting for every thread the kernels use.
 
-Three pools could run kernel work: SciPy's OpenBLAS (which the compiled gemm calls), NumPy's
-OpenBLAS and Numba's threads. `set_num_threads(n)` bounds all three (BLAS through threadpoolctl,
-Numba through numba.set_num_threads), so n threads is n threads. `LSTMKIT_NUM_THREADS` does the same when the kernels are first imported.
+The kernels' threads are their own small pool of Python threads running compiled code that
+releases the GIL (`run_parallel`): the large products (input projection, weight gradients) are
+cut into n blocks, one single-threaded BLAS call each (`core.gemm_parallel`), and the recurrence
+is cut by batch rows (`lstm._batch_parts`) when there is enough work; the rest runs on the
+calling thread. `set_num_threads(n)` bounds that pool (n - 1 threads plus the caller) and, through
+threadpoolctl, NumPy's and SciPy's OpenBLAS, so n threads is n threads. `LSTMKIT_NUM_THREADS`
+does the same when the kernels are first imported.
 
-Inside that bound the kernels make their threads with Numba only: the large products (input
-projection, weight gradients) are cut into n blocks, one single-threaded BLAS call per Numba
-thread (`core.gemm_parallel`), and the recurrence is cut by batch rows (`lstm._forward_split`)
-when there is enough work; the rest runs on the calling thread. The BLAS behind the compiled
-gemm is kept at one thread (`blas_single`).
+Why not OpenBLAS's threads: they spin for up to ~0.1 s after every call, taking the core the
+serial time loop runs on (20x slower at small shapes on a busy machine), so the BLAS behind the
+compiled gemm is kept at one thread (`blas_single`). Why not Numba's parallel loops: a function
+first compiled inside a prange body is cached in a form that crashes a later process calling it
+from Python, and GNU OpenMP hangs in forked children; idle pool threads here sleep on a queue.
 """
 import os
 
@@ -16,18 +20,22 @@ _bound = None      # the n of set_num_threads, or None for the BLAS default
 _limits = None     # the threadpoolctl limiter in force, kept so the setting lasts
 _gemm_blas = None  # threadpoolctl controllers of the BLAS behind the compiled gemm
 _single = False    # whether _gemm_blas has been set to one thread since the last set_num_threads
-_parallel_pid = None  # the process that started Numba's thread pool
+_pool = None       # the kernel threads (bound - 1 of them; the caller's thread is the last)
+_pool_pid = None   # the process that made _pool
 
 
 def set_num_threads(n):
     """Use at most n threads in every kernel (BLAS and compiled code). n >= 1."""
-    global _bound, _limits, _single
+    global _bound, _limits, _single, _pool
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
     import scipy.linalg.cython_blas  # noqa: F401  load the BLAS the compiled gemm uses, so it is bound too
     from threadpoolctl import threadpool_limits
     _limits = threadpool_limits(limits=n, user_api="blas")
     _bound, _single = n, False
+    if _pool is not None:           # a new pool of the new size at next use
+        _pool.shutdown(wait=False)
+        _pool = None
     return n
 
 
@@ -64,24 +72,21 @@ def blas_single():
         _single = True
 
 
-def parallel_threads():
-    """How many threads a parallel kernel may use now: the bound, but 1 in a process forked after
-    Numba's OpenMP pool started (GNU OpenMP hangs in such a child)."""
-    global _parallel_pid
-    n = get_num_threads()
-    if n == 1:
-        return 1
-    if _parallel_pid is None:
-        _parallel_pid = os.getpid()
-    return n if _parallel_pid == os.getpid() else 1
-
-
-def compiled_threads():
-    """Give Numba's parallel loops the bound (called before a kernel that uses them)."""
-    import numba
-    n = min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
+def run_parallel(fn, jobs):
+    """Run fn(*args) for every args in jobs side by side: the first on the calling thread, the
+    others on the kernel thread pool (at most bound - 1 threads). The compiled kernels release
+    the GIL, so these are truly parallel; idle pool threads sleep on a queue, never spin."""
+    global _pool, _pool_pid
+    if len(jobs) > 1 and (_pool is None or _pool_pid != os.getpid()):
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(max_workers=max(1, get_num_threads() - 1), thread_name_prefix="lstmkit")
+        _pool_pid = os.getpid()     # a forked child makes its own pool: the parent's threads are gone
+    futures = [_pool.submit(fn, *args) for args in jobs[1:]]
+    try:
+        fn(*jobs[0])
+    finally:
+        for f in futures:
+            f.result()
 
 
 def apply_env():
