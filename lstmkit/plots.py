@@ -1,5 +1,6 @@
 """Figures, drawn with matplotlib's non-interactive Agg backend and written to a file."""
 import os
+import textwrap
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def plot_forecast(table, path, title="", best=None, history=None):
         ax.plot(t(test), test[best], color="tab:orange", lw=1.6, ls="-.", label=f"best baseline: {best}")
     if len(test):
         ax.axvline(t(test)[0], color="0.6", lw=0.8, ls=":")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 130), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", ncol=2)
     if not np.issubdtype(np.asarray(t(table)).dtype, np.datetime64):
