@@ -163,3 +163,15 @@ def test_other_user_errors(tmp_path, capsys):
     assert code == 2 and "no saved forecast model" in err
     code, _, err = _run(["forecast", "--dataset", "airpassengers", "--backtest", "20", *FAST], capsys)
     assert code == 2 and "backtest 20" in err
+
+
+def test_demo_runs_the_default_co2_forecast(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from lstmkit.apps.forecast import demo_command
+    monkeypatch.chdir(tmp_path)
+    assert demo_command(argparse.Namespace(seed=0, quiet=True)) == 0
+    out = capsys.readouterr().out
+    assert "best baseline" in out.lower() or "beat" in out
+    for name in ("forecast.csv", "metrics.json", "forecast.png"):
+        assert (tmp_path / "forecast-co2" / name).exists()

@@ -589,6 +589,19 @@ def run(args):
     settings = {k: getattr(args, k) for k in SETTINGS}
     result = forecast(dataset=args.dataset, csv=args.csv, target=args.target, time=args.time, features=features,
                       out=out, overwrite=args.overwrite, plot=not args.no_plot, progress=progress, **settings)
+    report(result, out, say, plot=not args.no_plot)
+    return 0
+
+
+def demo_command(args):
+    """The forecasting part of `lstmkit demo`: the default forecast of the built-in co2 series."""
+    out = _fresh_dir("forecast-co2")
+    report(forecast(dataset="co2", out=out, seed=args.seed), out, print)
+    return 0
+
+
+def report(result, out, say, plot=True):
+    """Print what a forecast run found: missing values, settings, the metrics table, the verdict."""
     s = result["summary"]
     for note in s["missing"]:
         say(note)
@@ -598,8 +611,7 @@ def run(args):
         f"{cfg['backtest']} origin(s)")
     say(format_metrics(s["methods"], s["best_baseline"]))
     print(s["verdict"])
-    say(f"wrote {out}/forecast.csv, metrics.json, {'' if args.no_plot else 'forecast.png, '}model/")
-    return 0
+    say(f"wrote {out}/forecast.csv, metrics.json, {'forecast.png, ' if plot else ''}model/")
 
 
 def run_predict(args):
