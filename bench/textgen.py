@@ -25,7 +25,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 # A 2 x 512 LSTM with light dropout: about six passes over the text fit in 10 minutes on 2 cores.
-CONFIG = dict(layers=2, hidden=512, embed=64, dropout=0.2, seq_len=100, batch_size=64, lr=2e-3,
+CONFIG = dict(layers=2, hidden=256, embed=64, dropout=0.1, seq_len=100, batch_size=64, lr=3e-3,
               clipnorm=5.0, schedule="cosine", seed=0, threads=2, eval_batch=64)
 
 
