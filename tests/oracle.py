@@ -94,3 +94,11 @@ def grad_error(numerical, analytic):
     """Normwise relative error of a gradient: max |difference| / max |entry|."""
     scale = max(np.max(np.abs(numerical)), np.max(np.abs(analytic)), 1e-12)
     return float(np.max(np.abs(numerical - analytic)) / scale)
+
+
+def assert_matches(pairs, dtype):
+    """Each (name, ours, theirs) has dtype and agrees to DESIGN's tolerance (float64 1e-10, float32 1e-5)."""
+    tol = 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
+    for name, ours, theirs in pairs:
+        assert ours.dtype == dtype, name
+        assert rel_error(ours, theirs) < tol, (name, rel_error(ours, theirs))
