@@ -63,7 +63,8 @@ def check(T, B, I, H, dtype, seed, lengths=None, against_torch=True):
                                      # batch >= 8 with H a multiple of 8 (32): the packed product
                                      (6, 9, 5, 32), (4, 16, 8, 24), (3, 8, 3, 8),
                                      (2, 8, 3, 256),    # ... shared among threads
-                                     (2, 16, 3, 256), (3, 3, 2, 512)])  # batch split among threads
+                                     (2, 16, 3, 256), (3, 3, 2, 512),   # batch split among threads
+                                     (40, 9, 5, 32)])   # weight gradients over several k blocks
 def test_matches_reference_and_torch(T, B, I, H, dtype):
     check(T, B, I, H, dtype, seed=T * 100 + H)
 
@@ -278,6 +279,25 @@ def test_forked_child_runs_after_parent_used_threads():
         print(os.waitstatus_to_exitcode(status))
     """, LSTMKIT_NUM_THREADS="2")
     assert out.strip() == "0"
+
+
+@pytest.mark.parametrize("K,M,N,p0,p1", [(1, 1, 32, 0, 1), (7, 5, 64, 0, 2), (300, 13, 96, 1, 3),
+                                         (600, 64, 128, 0, 4), (257, 9, 64, 0, 1)])
+def test_weight_gradient_product(K, M, N, p0, p1):
+    # gemm_tn: c[:, panels p0..p1] = a^T b in blocks of 256 values of k, M not a multiple of 8;
+    # the other panels of c are left alone, a may be a strided view.
+    from lstmkit.kernels.core import gemm_tn
+    rng = np.random.default_rng(K + M)
+    a = rng.standard_normal((K, M + 3)).astype(np.float32)[:, 1:M + 1]
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    c = np.full((M, N), 7.0, np.float32)
+    gemm_tn(a, b, c, p0, p1)
+    inside = slice(32 * p0, 32 * p1)
+    want = a.astype(np.float64).T @ b.astype(np.float64)
+    assert rel_error(c[:, inside], want[:, inside]) < 1e-5
+    outside = np.ones(N, bool)
+    outside[inside] = False
+    assert np.all(c[:, outside] == 7.0)
 
 
 def test_arbitrary_strides_on_length_one_axes():

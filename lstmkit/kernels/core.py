@@ -220,23 +220,26 @@ TILE_ROWS, TILE_COLS = 8, 32   # the packed product works on tiles of 8 rows x 3
 
 
 @intrinsic
-def _tile(typingctx, a, r0, nrows, packed, p, c):
-    """c[r0:r0+nrows, 32p:32p+32] += a[r0:r0+nrows, :] @ packed[p], with packed[p] (K, 32).
+def _tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1):
+    """C[r, 0:32] += sum over k in [k0, k1) of A[r, k] * B[k, 0:32] for the rows r < nrows of an
+    8 x 32 tile, on flat element offsets into the data of arrays a, b, c:
+
+        A[r, k] = a.data[a_off + r * a_rs + k * a_ks]    (any strides: a row or a column of a)
+        B[k, :] = b.data[b_off + k * b_ks : ... + 32]     (32 contiguous values per k)
+        C[r, :] = c.data[c_off + r * ldc : ... + 32]      (ldc, c's row stride)
 
     Written in LLVM IR so that the 8 x 32 accumulator tile stays in vector registers for the
-    whole K loop (16 AVX-512 registers for float32); Numba's own loops would store it each k.
+    whole k loop (16 AVX-512 registers for float32); Numba's own loops would store it each k.
     Rows past nrows repeat the last valid row and are not stored."""
     dtype = c.dtype
-    if not (a.dtype == packed.dtype == dtype) or dtype not in (types.float32, types.float64):
+    if not (a.dtype == b.dtype == dtype) or dtype not in (types.float32, types.float64):
         return None
-    sig = types.void(a, r0, nrows, packed, p, c)
+    sig = types.void(a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1)
 
     def codegen(context, builder, signature, args):
         wide = builder.function.attributes
         set.add(wide, '"prefer-vector-width"="512"')
         set.add(wide, '"min-legal-vector-width"="512"')
-        a_, r0_, n_, pk_, p_, c_ = args
-        ta, tr, tn, tpk, tp, tc = signature.args
         i64 = ir.IntType(64)
         fty = context.get_value_type(dtype)
         width = 16 if dtype == types.float32 else 8
@@ -244,53 +247,50 @@ def _tile(typingctx, a, r0, nrows, packed, p, c):
         vec = ir.VectorType(fty, width)
         vptr = vec.as_pointer()
         const = lambda v: ir.Constant(i64, v)
-        A = context.make_array(ta)(context, builder, a_)
-        P = context.make_array(tpk)(context, builder, pk_)
-        C = context.make_array(tc)(context, builder, c_)
-        item = const(context.get_abi_sizeof(fty))
-        K = builder.extract_value(A.shape, 1)
-        lda = builder.sdiv(builder.extract_value(A.strides, 0), item)
-        ldc = builder.sdiv(builder.extract_value(C.strides, 0), item)
-        r0 = context.cast(builder, r0_, tr, types.int64)
-        n = context.cast(builder, n_, tn, types.int64)
-        p = context.cast(builder, p_, tp, types.int64)
+        tys = signature.args
+        A = context.make_array(tys[0])(context, builder, args[0])
+        Bm = context.make_array(tys[5])(context, builder, args[5])
+        C = context.make_array(tys[8])(context, builder, args[8])
+        a_off, a_rs, a_ks, n, b_off, b_ks, c_off, k0, k1 = (
+            context.cast(builder, args[i], tys[i], types.int64) for i in (1, 2, 3, 4, 6, 7, 9, 10, 11))
+        ldc = builder.sdiv(builder.extract_value(C.strides, 0), const(context.get_abi_sizeof(fty)))
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vec, [vec, vec, vec]),
             f"llvm.fma.v{width}{'f32' if dtype == types.float32 else 'f64'}")
         arow, crow = [], []
         for r in range(TILE_ROWS):
             valid = builder.icmp_signed("<", const(r), n)
-            rr = builder.add(r0, builder.select(valid, const(r), builder.sub(n, const(1))))
-            arow.append(builder.gep(A.data, [builder.mul(rr, lda)]))
-            crow.append(builder.gep(C.data, [builder.add(builder.mul(rr, ldc), builder.mul(p, const(TILE_COLS)))]))
-        panel = builder.gep(P.data, [builder.mul(builder.mul(p, K), const(TILE_COLS))])
+            rr = builder.select(valid, const(r), builder.sub(n, const(1)))
+            arow.append(builder.gep(A.data, [builder.add(a_off, builder.mul(rr, a_rs))]))
+            crow.append(builder.gep(C.data, [builder.add(c_off, builder.mul(rr, ldc))]))
         init = [[builder.load(builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr), align=4)
                  for v in range(nvec)] for r in range(TILE_ROWS)]
         entry = builder.block
         loop = builder.append_basic_block("tile.loop")
         done = builder.append_basic_block("tile.done")
-        builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
+        builder.cbranch(builder.icmp_signed("<", k0, k1), loop, done)
         builder.position_at_end(loop)
         k = builder.phi(i64)
         acc = [[builder.phi(vec) for _ in range(nvec)] for _ in range(TILE_ROWS)]
-        prow = builder.gep(panel, [builder.mul(k, const(TILE_COLS))])
-        b = [builder.load(builder.bitcast(builder.gep(prow, [const(width * v)]), vptr), align=4)
-             for v in range(nvec)]
+        brow = builder.gep(Bm.data, [builder.add(b_off, builder.mul(k, b_ks))])
+        bv = [builder.load(builder.bitcast(builder.gep(brow, [const(width * v)]), vptr), align=4)
+              for v in range(nvec)]
         zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+        kofs = builder.mul(k, a_ks)
         new = []
         for r in range(TILE_ROWS):
-            s = builder.load(builder.gep(arow[r], [k]))
+            s = builder.load(builder.gep(arow[r], [kofs]))
             s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
             s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), zero_mask)
-            new.append([builder.call(fma, [s, b[v], acc[r][v]]) for v in range(nvec)])
+            new.append([builder.call(fma, [s, bv[v], acc[r][v]]) for v in range(nvec)])
         k_next = builder.add(k, const(1))
-        k.add_incoming(const(0), entry)
+        k.add_incoming(k0, entry)
         k.add_incoming(k_next, loop)
         for r in range(TILE_ROWS):
             for v in range(nvec):
                 acc[r][v].add_incoming(init[r][v], entry)
                 acc[r][v].add_incoming(new[r][v], loop)
-        builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+        builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
         builder.position_at_end(done)
         out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(TILE_ROWS)]
         for r in range(TILE_ROWS):
@@ -319,11 +319,49 @@ def pack(U, packed, transpose):
 @jit
 def packed_gemm(a, packed, c):
     """c (M, N) += a (M, K) @ U, with U given as packed (N/32, K, 32) by `pack`."""
-    M = a.shape[0]
+    M, K = a.shape
+    lda = a.strides[0] // a.itemsize if M > 1 else K
+    ldc = c.strides[0] // c.itemsize if M > 1 else c.shape[1]
     for p in range(packed.shape[0]):
         for r0 in range(0, M, TILE_ROWS):
-            _tile(a, r0, min(TILE_ROWS, M - r0), packed, p, c)
+            _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, M - r0), packed, p * K * TILE_COLS, TILE_COLS,
+                  c, r0 * ldc + p * TILE_COLS, 0, K)
 
+
+GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1
+
+
+@jit
+def gemm_tn(a, b, c, p0, p1):
+    """c[:, 32 p0 : 32 p1] = a^T @ b[:, 32 p0 : 32 p1] for a (K, M), b (K, N), c (M, N), row-major
+    with unit column stride and N a multiple of 32: the weight gradients x^T dz over all steps,
+    whose long K and short M, N BLAS handles at half speed.
+
+    Per block of D = GEMM_TN_DEPTH values of k, the block of a is packed as (M/8, D, 8) tiles and
+    the block of b as (panels, D, 32), both read row by row, so that the tiles read contiguous
+    memory (rows of a and b are often 4 KB apart and would evict each other from L1)."""
+    K, M = a.shape
+    D = GEMM_TN_DEPTH
+    mt = (M + TILE_ROWS - 1) // TILE_ROWS
+    ldc = c.strides[0] // c.itemsize if M > 1 else c.shape[1]
+    ap = np.zeros((mt, D, TILE_ROWS), a.dtype)      # rows past M stay 0 (and are never stored)
+    bp = np.empty((p1 - p0, D, TILE_COLS), b.dtype)
+    zero = c.dtype.type(0.0)
+    for r in range(M):
+        for j in range(p0 * TILE_COLS, p1 * TILE_COLS):
+            c[r, j] = zero
+    for k0 in range(0, K, D):
+        kd = min(K, k0 + D) - k0
+        for k in range(kd):
+            for m in range(M):
+                ap[m // TILE_ROWS, k, m % TILE_ROWS] = a[k0 + k, m]
+            for p in range(p1 - p0):
+                for j in range(TILE_COLS):
+                    bp[p, k, j] = b[k0 + k, (p0 + p) * TILE_COLS + j]
+        for p in range(p1 - p0):
+            for q in range(mt):
+                _tile(ap, q * D * TILE_ROWS, 1, TILE_ROWS, min(TILE_ROWS, M - q * TILE_ROWS), bp, p * D * TILE_COLS,
+                      TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, 0, kd)
 
 
 def gemm_parallel(a, b, c, beta, trans_a, trans_b, parts):

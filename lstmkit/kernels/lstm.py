@@ -24,7 +24,7 @@ Buffers (time-major, as in the reference):
 import numpy as np
 
 from lstmkit.kernels import threads
-from lstmkit.kernels.core import (TILE_COLS, TILE_ROWS, gemm, gemm_parallel, jit, pack, packed_gemm,
+from lstmkit.kernels.core import (TILE_COLS, TILE_ROWS, gemm, gemm_parallel, gemm_tn, jit, pack, packed_gemm,
                                   vexp, wide_vectors)
 
 threads.apply_env()
@@ -178,9 +178,16 @@ def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
 
 def _product(a, b, c, trans_a=False, trans_b=False):
     """c = op(a) @ op(b), a large product over all steps: shared among the threads when it has at
-    least 2 MFLOP, each thread a single-threaded BLAS call."""
+    least 2 MFLOP, each thread a single-threaded BLAS call. The weight gradients a^T b (float32,
+    whole panels) go to `core.gemm_tn` instead, each thread taking a run of column panels."""
     parts = threads.get_num_threads()
-    if parts > 1 and 2 * c.shape[0] * c.shape[1] * (a.shape[0] if trans_a else a.shape[1]) >= 2e6:
+    flops = 2 * c.shape[0] * c.shape[1] * (a.shape[0] if trans_a else a.shape[1])
+    if trans_a and not trans_b and c.dtype == np.float32 and c.shape[1] % TILE_COLS == 0:
+        panels = c.shape[1] // TILE_COLS
+        parts = min(parts, panels) if flops >= 2e6 else 1
+        threads.run_parallel(gemm_tn, [(a, b, c, q * panels // parts, (q + 1) * panels // parts)
+                                       for q in range(parts)])
+    elif parts > 1 and flops >= 2e6:
         gemm_parallel(a, b, c, 0.0, trans_a, trans_b, parts)
     else:
         gemm(a, b, c, 0.0, trans_a, trans_b)
