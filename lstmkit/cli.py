@@ -38,6 +38,7 @@ def add_textgen_commands(sub):
     tr.add_argument("--lr", type=float, help=f"Adam learning rate (default: {D['lr']})")
     tr.add_argument("--schedule", choices=textgen.SCHEDULES, help=f"learning-rate schedule (default: {D['schedule']})")
     tr.add_argument("--clipnorm", type=float, help=f"clip the global gradient norm, 0 = off (default: {D['clipnorm']})")
+    tr.add_argument("--weight-decay", type=float, help=f"AdamW's decoupled weight decay, 0 = Adam (default: {D['weight_decay']})")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help=f"training time budget (default: {D['minutes']})")
     budget.add_argument("--steps", type=int, help="train this many steps instead of a time budget")

@@ -176,6 +176,21 @@ def test_repetitive_text_is_reproduced_greedily():
     assert out == (REPEAT * 3)[len("the quick"):][:2 * len(REPEAT)]
 
 
+def test_weight_decay_is_decoupled():
+    # AdamW: p <- p (1 - lr wd) - lr * adam_step(grad), and the Adam step does not depend on p.
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 7, (2, 12)), rng.integers(0, 7, (2, 12))
+    plain, decayed = small_model(7), small_model(7)
+    textgen.compile_model(decayed, 1e-2, 5.0, weight_decay=0.5)
+    before = {k: v.copy() for k, v in plain.trainable_params().items()}
+    plain.train_on_batch(x, y)
+    decayed.train_on_batch(x, y)
+    after, after_decay = plain.trainable_params(), decayed.trainable_params()
+    for k, p0 in before.items():
+        np.testing.assert_allclose(after_decay[k], after[k] - 1e-2 * 0.5 * p0, atol=1e-6)
+        assert not np.allclose(after_decay[k], after[k]) or not p0.any()
+
+
 def test_fit_needs_exactly_one_budget():
     ids = np.arange(100) % 7
     m = small_model(7)
@@ -232,7 +247,7 @@ def test_cli_word_level(tmp_path, capsys):
     out = str(tmp_path / "w.safetensors")
     assert main(["textgen", "train", "--text", str(corpus), "--out", out, "--level", "word", "--vocab", "8",
                  "--steps", "10", "--layers", "1", "--hidden", "8", "--embed", "4", "--batch-size", "2",
-                 "--seq-len", "8", "--quiet", "--sample-length", "0"]) == 0
+                 "--seq-len", "8", "--weight-decay", "0.1", "--quiet", "--sample-length", "0"]) == 0
     assert main(["textgen", "evaluate", out]) == 0
     assert "perplexity" in capsys.readouterr().out
     assert main(["textgen", "sample", out, "--prime", "To be", "--length", "5", "--quiet"]) == 0

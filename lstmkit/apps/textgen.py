@@ -22,7 +22,7 @@ from lstmkit.losses import log_softmax
 
 # Defaults of `lstmkit textgen train` (the bench chooses its own, see bench/textgen.py).
 DEFAULTS = dict(level="char", vocab=10000, layers=2, hidden=512, embed=64, dropout=0.2, seq_len=100,
-                batch_size=64, lr=2e-3, schedule="cosine", clipnorm=5.0, minutes=10.0, steps=None,
+                batch_size=64, lr=2e-3, schedule="cosine", clipnorm=5.0, weight_decay=0.0, minutes=10.0, steps=None,
                 eval_every=None, eval_tokens=200_000, seed=0, impl="fast")
 # Word level: 10000 outputs per position, so shorter windows and batches keep the logits small.
 WORD_DEFAULTS = dict(seq_len=35, batch_size=32)
@@ -85,10 +85,13 @@ def lr_at(base, schedule, progress):
     raise ValueError(f"--schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
-def compile_model(model, lr, clipnorm):
-    from lstmkit.optim import Adam
-    model.compile(optimizer=Adam(learning_rate=lr, clipnorm=clipnorm or None, epsilon=1e-8),
-                  loss="sparse_categorical_crossentropy")
+def compile_model(model, lr, clipnorm, weight_decay=0.0):
+    """Adam (torch's epsilon), or AdamW with decoupled weight decay on every parameter when
+    weight_decay > 0; global-norm clipping at clipnorm (0 or None = off)."""
+    from lstmkit.optim import Adam, AdamW
+    kwargs = dict(learning_rate=lr, clipnorm=clipnorm or None, epsilon=1e-8)
+    optimizer = AdamW(weight_decay=weight_decay, **kwargs) if weight_decay else Adam(**kwargs)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
 
 
 def evaluate_loss(model, ids, seq_len=100, batch_size=64):
@@ -425,7 +428,7 @@ def compile_model_keep_state(model, config, resume):
     if resume and opt is not None:
         opt.clipnorm = config["clipnorm"] or None
         return
-    compile_model(model, config["lr"], config["clipnorm"])
+    compile_model(model, config["lr"], config["clipnorm"], config.get("weight_decay", 0.0))
 
 
 # ------------------------------------------------------------------------------------ commands

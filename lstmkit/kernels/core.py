@@ -14,7 +14,9 @@ The kernels use only this BLAS, on one thread each; their threads are their own 
 
 Why our own per-step product: the recurrent product h_{t-1} U is small (batch rows) and repeats T
 times with the same U, and BLAS re-packs U on every call: 70 GFLOP/s at (32 x 256) @ (256 x 1024)
-on one core, against 140 for `packed_gemm`, which packs U once per sequence.
+on one core, against 140 for `packed_gemm`, which packs U once per sequence. And for the weight
+gradients x^T dz (K = T * B long, M and N short) OpenBLAS reaches 60-110 GFLOP/s on one core
+where `gemm_tn`, the same tile on packed blocks, reaches 100-130.
 """
 import math
 
@@ -217,20 +219,28 @@ def wide_vectors(typingctx):
 
 
 TILE_ROWS, TILE_COLS = 8, 32   # the packed product works on tiles of 8 rows x 32 columns
+ROW_COLS = 128                 # the one-row product (batches under 8) on 128 columns at a time
 
 
-@intrinsic
-def _tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1):
-    """C[r, 0:32] += sum over k in [k0, k1) of A[r, k] * B[k, 0:32] for the rows r < nrows of an
-    8 x 32 tile, on flat element offsets into the data of arrays a, b, c:
+def _make_tile(ROWS, COLS):
+    """A compiled tile product of ROWS x COLS (float32: COLS / 16 vector registers per row)."""
+    def tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1):
+        return _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1)
+    tile.__name__ = f"_tile_{ROWS}x{COLS}"
+    return intrinsic(tile)
+
+
+def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1):
+    """C[r, 0:COLS] += sum over k in [k0, k1) of A[r, k] * B[k, 0:COLS] for the rows r < nrows of
+    a ROWS x COLS tile, on flat element offsets into the data of arrays a, b, c:
 
         A[r, k] = a.data[a_off + r * a_rs + k * a_ks]    (any strides: a row or a column of a)
-        B[k, :] = b.data[b_off + k * b_ks : ... + 32]     (32 contiguous values per k)
-        C[r, :] = c.data[c_off + r * ldc : ... + 32]      (ldc, c's row stride)
+        B[k, :] = b.data[b_off + k * b_ks : ... + COLS]   (COLS contiguous values per k)
+        C[r, :] = c.data[c_off + r * ldc : ... + COLS]    (ldc, c's row stride)
 
-    Written in LLVM IR so that the 8 x 32 accumulator tile stays in vector registers for the
-    whole k loop (16 AVX-512 registers for float32); Numba's own loops would store it each k.
-    Rows past nrows repeat the last valid row and are not stored."""
+    Written in LLVM IR so that the accumulator tile stays in vector registers for the whole k
+    loop (8 x 32 and 1 x 128 float32: 16 and 8 AVX-512 registers); Numba's own loops would store
+    it each k. Rows past nrows repeat the last valid row and are not stored."""
     dtype = c.dtype
     if not (a.dtype == b.dtype == dtype) or dtype not in (types.float32, types.float64):
         return None
@@ -243,7 +253,7 @@ def _tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, 
         i64 = ir.IntType(64)
         fty = context.get_value_type(dtype)
         width = 16 if dtype == types.float32 else 8
-        nvec = TILE_COLS // width
+        nvec = COLS // width
         vec = ir.VectorType(fty, width)
         vptr = vec.as_pointer()
         const = lambda v: ir.Constant(i64, v)
@@ -258,27 +268,27 @@ def _tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, 
             builder.module, ir.FunctionType(vec, [vec, vec, vec]),
             f"llvm.fma.v{width}{'f32' if dtype == types.float32 else 'f64'}")
         arow, crow = [], []
-        for r in range(TILE_ROWS):
+        for r in range(ROWS):
             valid = builder.icmp_signed("<", const(r), n)
             rr = builder.select(valid, const(r), builder.sub(n, const(1)))
             arow.append(builder.gep(A.data, [builder.add(a_off, builder.mul(rr, a_rs))]))
             crow.append(builder.gep(C.data, [builder.add(c_off, builder.mul(rr, ldc))]))
         init = [[builder.load(builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr), align=4)
-                 for v in range(nvec)] for r in range(TILE_ROWS)]
+                 for v in range(nvec)] for r in range(ROWS)]
         entry = builder.block
         loop = builder.append_basic_block("tile.loop")
         done = builder.append_basic_block("tile.done")
         builder.cbranch(builder.icmp_signed("<", k0, k1), loop, done)
         builder.position_at_end(loop)
         k = builder.phi(i64)
-        acc = [[builder.phi(vec) for _ in range(nvec)] for _ in range(TILE_ROWS)]
+        acc = [[builder.phi(vec) for _ in range(nvec)] for _ in range(ROWS)]
         brow = builder.gep(Bm.data, [builder.add(b_off, builder.mul(k, b_ks))])
         bv = [builder.load(builder.bitcast(builder.gep(brow, [const(width * v)]), vptr), align=4)
               for v in range(nvec)]
         zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
         kofs = builder.mul(k, a_ks)
         new = []
-        for r in range(TILE_ROWS):
+        for r in range(ROWS):
             s = builder.load(builder.gep(arow[r], [kofs]))
             s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
             s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), zero_mask)
@@ -286,18 +296,18 @@ def _tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, 
         k_next = builder.add(k, const(1))
         k.add_incoming(k0, entry)
         k.add_incoming(k_next, loop)
-        for r in range(TILE_ROWS):
+        for r in range(ROWS):
             for v in range(nvec):
                 acc[r][v].add_incoming(init[r][v], entry)
                 acc[r][v].add_incoming(new[r][v], loop)
         builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
         builder.position_at_end(done)
-        out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(TILE_ROWS)]
-        for r in range(TILE_ROWS):
+        out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(ROWS)]
+        for r in range(ROWS):
             for v in range(nvec):
                 out[r][v].add_incoming(init[r][v], entry)
                 out[r][v].add_incoming(new[r][v], loop)
-        for r in range(TILE_ROWS):
+        for r in range(ROWS):
             with builder.if_then(builder.icmp_signed("<", const(r), n)):
                 for v in range(nvec):
                     builder.store(out[r][v], builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr), align=4)
@@ -306,9 +316,13 @@ def _tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, 
     return sig, codegen
 
 
+_tile = _make_tile(TILE_ROWS, TILE_COLS)
+_row = _make_tile(1, ROW_COLS)
+
+
 @jit
 def pack(U, packed, transpose):
-    """Lay U (K, N) out as packed (N/32, K, 32) column panels, or U^T when transpose (U (N, K))."""
+    """Lay U (K, N) out as packed (N/W, K, W) column panels, or U^T when transpose (U (N, K))."""
     P, K, W = packed.shape
     for p in range(P):
         for k in range(K):
@@ -318,14 +332,20 @@ def pack(U, packed, transpose):
 
 @jit
 def packed_gemm(a, packed, c):
-    """c (M, N) += a (M, K) @ U, with U given as packed (N/32, K, 32) by `pack`."""
+    """c (M, N) += a (M, K) @ U, with U given as packed (N/W, K, W) by `pack`: panels of W = 32
+    columns run in tiles of 8 rows, panels of W = 128 one row at a time (for M under 8, where an
+    8-row tile would mostly compute rows it throws away)."""
     M, K = a.shape
+    P, _, W = packed.shape
     lda = a.strides[0] // a.itemsize if M > 1 else K
     ldc = c.strides[0] // c.itemsize if M > 1 else c.shape[1]
-    for p in range(packed.shape[0]):
-        for r0 in range(0, M, TILE_ROWS):
-            _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, M - r0), packed, p * K * TILE_COLS, TILE_COLS,
-                  c, r0 * ldc + p * TILE_COLS, 0, K)
+    for p in range(P):
+        if W == TILE_COLS:
+            for r0 in range(0, M, TILE_ROWS):
+                _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, M - r0), packed, p * K * W, W, c, r0 * ldc + p * W, 0, K)
+        else:
+            for r in range(M):
+                _row(a, r * lda, lda, 1, 1, packed, p * K * W, W, c, r * ldc + p * W, 0, K)
 
 
 GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1

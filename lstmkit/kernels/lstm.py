@@ -7,8 +7,9 @@ compiled loop that, per step, computes the gate gradients in a few vectorised pa
 dz_t U^T into dh; after it dx, dW and dU are three large gemms over all steps. Nothing is
 allocated inside the time loops. See `lstmkit.cells.lstm` for the equations.
 
-The per-step product goes to `core.packed_gemm` (U packed once per call into column panels, an
-8x32 register tile) for float32 batches of 8 or more with panel-aligned H, else to BLAS.
+The per-step product goes to `core.packed_gemm` (U packed once per call into column panels): an
+8x32 register tile for float32 batches of 8 or more, a 1x128 one for smaller batches (when the
+columns fill the panels), else BLAS. The weight gradients x^T dz go to `core.gemm_tn`.
 Threads (threads.py says which and why): the large products are cut among them by
 `core.gemm_parallel`; the recurrence is cut by batch rows (`_batch_parts`), each thread running
 every step for its own rows, so no thread waits for another within the time loop.
@@ -24,7 +25,7 @@ Buffers (time-major, as in the reference):
 import numpy as np
 
 from lstmkit.kernels import threads
-from lstmkit.kernels.core import (TILE_COLS, TILE_ROWS, gemm, gemm_parallel, gemm_tn, jit, pack, packed_gemm,
+from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, gemm, gemm_parallel, gemm_tn, jit, pack, packed_gemm,
                                   vexp, wide_vectors)
 
 threads.apply_env()
@@ -138,12 +139,14 @@ def _row_runs(B, parts):
 
 
 def _packed(U, B, transpose):
-    """U (H, 4H) packed for `packed_gemm` when that beats BLAS for the per-step product of a batch
-    of B (float32, B >= 8, panel-aligned), else an empty array (use BLAS)."""
+    """U (H, 4H) (or U^T) packed for `packed_gemm` when that beats BLAS for the per-step product of
+    a batch of B (float32): 32-column panels for B >= 8, 128-column panels for smaller batches;
+    else (float64, or columns that do not fill the panels) an empty array: use BLAS."""
     H, G = U.shape
     N = H if transpose else G
-    if U.dtype == np.float32 and B >= TILE_ROWS and N % TILE_COLS == 0:
-        packed = np.empty((N // TILE_COLS, G if transpose else H, TILE_COLS), U.dtype)
+    width = TILE_COLS if B >= TILE_ROWS else ROW_COLS
+    if U.dtype == np.float32 and N % width == 0:
+        packed = np.empty((N // width, G if transpose else H, width), U.dtype)
         pack(U, packed, transpose)
         return packed
     return np.empty((0, 0, TILE_COLS), U.dtype)
