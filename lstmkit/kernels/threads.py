@@ -8,18 +8,20 @@ calling thread. `set_num_threads(n)` bounds that pool (n - 1 threads plus the ca
 threadpoolctl, NumPy's and SciPy's OpenBLAS, so n threads is n threads. `LSTMKIT_NUM_THREADS`
 does the same when the kernels are first imported.
 
-Why not OpenBLAS's threads: they spin for up to ~0.1 s after every call, taking the core the
-serial time loop runs on (20x slower at small shapes on a busy machine), so the BLAS behind the
-compiled gemm is kept at one thread (`blas_single`). Why not Numba's parallel loops: a function
-first compiled inside a prange body is cached in a form that crashes a later process calling it
-from Python, and GNU OpenMP hangs in forked children; idle pool threads here sleep on a queue.
+Why not OpenBLAS's threads: they spin for up to ~0.1 s after every call, taking the cores the
+kernels run on. Once the kernels have run, every BLAS in the process (`blas_single`) runs on one
+thread: SciPy's, behind the compiled gemm, and NumPy's, behind the Dense layers' products, whose
+spinning threads made a char model's training step 1.5x slower (150 ms against 100 at batch 32,
+2 x 256). Why not Numba's parallel loops: a function first compiled inside a prange body is cached
+in a form that crashes a later process calling it from Python, and GNU OpenMP hangs in forked
+children; idle pool threads here sleep on a queue.
 """
 import os
 
 _bound = None      # the n of set_num_threads, or None for the BLAS default
 _limits = None     # the threadpoolctl limiter in force, kept so the setting lasts
-_gemm_blas = None  # threadpoolctl controllers of the BLAS behind the compiled gemm
-_single = False    # whether _gemm_blas has been set to one thread since the last set_num_threads
+_blas = None       # threadpoolctl controllers of every BLAS library loaded in the process
+_single = False    # whether _blas has been set to one thread since the last set_num_threads
 _pool = None       # the kernel threads (bound - 1 of them; the caller's thread is the last)
 _pool_pid = None   # the process that made _pool
 
@@ -48,25 +50,24 @@ def get_num_threads():
 
 
 def _controllers():
-    """The BLAS libraries that scipy.linalg.cython_blas (hence the compiled gemm) may use."""
-    global _gemm_blas
-    if _gemm_blas is None:
+    """The BLAS libraries of the process: SciPy's (behind the compiled gemm) and NumPy's."""
+    global _blas
+    if _blas is None:
         import scipy.linalg.cython_blas  # noqa: F401
         from threadpoolctl import ThreadpoolController
-        blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        scipy_own = [c for c in blas if "scipy" in c.filepath and "numpy" not in c.filepath]
-        _gemm_blas = scipy_own or blas
-    return _gemm_blas
+        _blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    return _blas
 
 
 def blas_single():
-    """Run the BLAS behind the compiled gemm on one thread: the kernels make their threads with
-    Numba (`core.gemm_parallel`), whose idle threads sleep, where OpenBLAS's spin for ~0.1 s after
-    every call, stealing the core the serial time loop runs on (20x slower at small shapes on a
-    busy machine). The setting stays: later SciPy BLAS calls in the process run single-threaded."""
+    """Run every BLAS on one thread, the kernels' threads being the only ones: OpenBLAS's spin for
+    ~0.1 s after every call, stealing the cores the kernels run on (1.5x slower training with the
+    Dense layers' NumPy products in between, 20x at small shapes on a busy machine). The setting
+    stays until the next set_num_threads: NumPy and SciPy products in the process run
+    single-threaded."""
     global _single
     if not _single:
-        get_num_threads()                       # read the bound before changing the pool
+        get_num_threads()                       # read the bound before changing the pools
         for c in _controllers():
             c.set_num_threads(1)
         _single = True
