@@ -82,6 +82,13 @@ _N, _T = ord("n"), ord("t")
 
 
 @jit
+def leading_dim(x):
+    """The row stride of a 2-D array x in elements, at least 1: NumPy may give any stride to an
+    axis of length 1, so a single row counts as packed."""
+    return max(x.strides[0] // x.itemsize if x.shape[0] > 1 else x.shape[1], 1)
+
+
+@jit
 def gemm(a, b, c, beta, trans_a, trans_b):
     """c = op(a) @ op(b) + beta * c for row-major 2-D arrays with unit column stride.
 
@@ -92,12 +99,7 @@ def gemm(a, b, c, beta, trans_a, trans_b):
     K = a.shape[0] if trans_a else a.shape[1]
     if M == 0 or N == 0:
         return
-    item = c.itemsize
-    # leading dimensions from the row strides; NumPy may give any stride to an axis of length 1
-    lda = a.strides[0] // item if a.shape[0] > 1 else a.shape[1]
-    ldb = b.strides[0] // item if b.shape[0] > 1 else b.shape[1]
-    ldc = c.strides[0] // item if c.shape[0] > 1 else c.shape[1]
-    lda, ldb, ldc = max(lda, 1), max(ldb, 1), max(ldc, 1)
+    lda, ldb, ldc = leading_dim(a), leading_dim(b), leading_dim(c)
     if K == 0:
         c[...] = c * beta
         return
@@ -337,8 +339,7 @@ def packed_gemm(a, packed, c):
     8-row tile would mostly compute rows it throws away)."""
     M, K = a.shape
     P, _, W = packed.shape
-    lda = a.strides[0] // a.itemsize if M > 1 else K
-    ldc = c.strides[0] // c.itemsize if M > 1 else c.shape[1]
+    lda, ldc = leading_dim(a), leading_dim(c)
     for p in range(P):
         if W == TILE_COLS:
             for r0 in range(0, M, TILE_ROWS):
@@ -363,8 +364,8 @@ def gemm_tn(a, b, c, p0, p1):
     K, M = a.shape
     D = GEMM_TN_DEPTH
     mt = (M + TILE_ROWS - 1) // TILE_ROWS
-    ldc = c.strides[0] // c.itemsize if M > 1 else c.shape[1]
-    ap = np.zeros((mt, D, TILE_ROWS), a.dtype)      # rows past M stay 0 (and are never stored)
+    ldc = leading_dim(c)
+    ap = np.empty((mt, D, TILE_ROWS), a.dtype)   # a last tile's rows past M are never read
     bp = np.empty((p1 - p0, D, TILE_COLS), b.dtype)
     zero = c.dtype.type(0.0)
     for r in range(M):
