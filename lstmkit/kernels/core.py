@@ -19,12 +19,15 @@ gradients x^T dz (K = T * B long, M and N short) OpenBLAS reaches 60-110 GFLOP/s
 where `gemm_tn`, the same tile on packed blocks, reaches 100-130.
 """
 import math
+import platform
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from lstmkit.kernels import buffers
 
 # No 'reassoc': it would undo the Cody-Waite split of ln 2. The loops are maps, not reductions,
 # so they vectorise without it. No 'nnan'/'ninf' either: a NaN in the data must stay a NaN.
@@ -226,27 +229,28 @@ ROW_COLS = 128                 # the one-row product (batches under 8) on 128 co
 
 def _make_tile(ROWS, COLS):
     """A compiled tile product of ROWS x COLS (float32: COLS / 16 vector registers per row)."""
-    def tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1):
-        return _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1)
+    def tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1, acc):
+        return _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1, acc)
     tile.__name__ = f"_tile_{ROWS}x{COLS}"
     return intrinsic(tile)
 
 
-def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1):
-    """C[r, 0:COLS] += sum over k in [k0, k1) of A[r, k] * B[k, 0:COLS] for the rows r < nrows of
+def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1, acc):
+    """C[r, 0:COLS] (+)= sum over k in [k0, k1) of A[r, k] * B[k, 0:COLS] for the rows r < nrows of
     a ROWS x COLS tile, on flat element offsets into the data of arrays a, b, c:
 
         A[r, k] = a.data[a_off + r * a_rs + k * a_ks]    (any strides: a row or a column of a)
         B[k, :] = b.data[b_off + k * b_ks : ... + COLS]   (COLS contiguous values per k)
         C[r, :] = c.data[c_off + r * ldc : ... + COLS]    (ldc, c's row stride)
 
+    The sum is added to C where acc is true, else it replaces C (whose old values are ignored).
     Written in LLVM IR so that the accumulator tile stays in vector registers for the whole k
     loop (8 x 32 and 1 x 128 float32: 16 and 8 AVX-512 registers); Numba's own loops would store
     it each k. Rows past nrows repeat the last valid row and are not stored."""
     dtype = c.dtype
     if not (a.dtype == b.dtype == dtype) or dtype not in (types.float32, types.float64):
         return None
-    sig = types.void(a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1)
+    sig = types.void(a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1, acc)
 
     def codegen(context, builder, signature, args):
         wide = builder.function.attributes
@@ -275,7 +279,10 @@ def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_
             rr = builder.select(valid, const(r), builder.sub(n, const(1)))
             arow.append(builder.gep(A.data, [builder.add(a_off, builder.mul(rr, a_rs))]))
             crow.append(builder.gep(C.data, [builder.add(c_off, builder.mul(rr, ldc))]))
-        init = [[builder.load(builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr), align=4)
+        keep = builder.icmp_signed("!=", context.cast(builder, args[12], tys[12], types.int64), const(0))
+        zero = ir.Constant(vec, [ir.Constant(fty, 0.0)] * width)
+        init = [[builder.select(keep, builder.load(builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr),
+                                                   align=4), zero)
                  for v in range(nvec)] for r in range(ROWS)]
         entry = builder.block
         loop = builder.append_basic_block("tile.loop")
@@ -333,30 +340,39 @@ def pack(U, packed, transpose):
 
 
 @jit
-def packed_gemm(a, packed, c):
-    """c (M, N) += a (M, K) @ U, with U given as packed (N/W, K, W) by `pack`: panels of W = 32
-    columns run in tiles of 8 rows, panels of W = 128 one row at a time (for M under 8, where an
-    8-row tile would mostly compute rows it throws away)."""
+def packed_gemm(a, packed, c, accumulate):
+    """c (M, N) (+)= a (M, K) @ U, with U given as packed (N/W, K, W) by `pack`: added to c where
+    accumulate, else c = a @ U. Panels of W = 32 columns run in tiles of 8 rows, panels of
+    W = 128 one row at a time (for M under 8, where an 8-row tile would mostly compute rows it
+    throws away)."""
     M, K = a.shape
     P, _, W = packed.shape
     lda, ldc = leading_dim(a), leading_dim(c)
     for p in range(P):
         if W == TILE_COLS:
             for r0 in range(0, M, TILE_ROWS):
-                _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, M - r0), packed, p * K * W, W, c, r0 * ldc + p * W, 0, K)
+                _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, M - r0), packed, p * K * W, W, c, r0 * ldc + p * W, 0, K,
+                      accumulate)
         else:
             for r in range(M):
-                _row(a, r * lda, lda, 1, 1, packed, p * K * W, W, c, r * ldc + p * W, 0, K)
+                _row(a, r * lda, lda, 1, 1, packed, p * K * W, W, c, r * ldc + p * W, 0, K, accumulate)
 
 
 GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1
 
 
+def gemm_tn_scratch(M, panels, dtype):
+    """The two pack buffers gemm_tn needs for M columns of a and `panels` column panels of b."""
+    return (buffers.empty(((M + TILE_ROWS - 1) // TILE_ROWS, GEMM_TN_DEPTH, TILE_ROWS), dtype),
+            buffers.empty((panels, GEMM_TN_DEPTH, TILE_COLS), dtype))
+
+
 @jit
-def gemm_tn(a, b, c, p0, p1):
+def gemm_tn(a, b, c, p0, p1, ap, bp):
     """c[:, 32 p0 : 32 p1] = a^T @ b[:, 32 p0 : 32 p1] for a (K, M), b (K, N), c (M, N), row-major
     with unit column stride and N a multiple of 32: the weight gradients x^T dz over all steps,
-    whose long K and short M, N BLAS handles at half speed.
+    whose long K and short M, N BLAS handles at half speed. ap, bp: scratch from gemm_tn_scratch
+    (at least p1 - p0 panels).
 
     Per block of D = GEMM_TN_DEPTH values of k, the block of a is packed as (M/8, D, 8) tiles and
     the block of b as (panels, D, 32), both read row by row, so that the tiles read contiguous
@@ -365,15 +381,13 @@ def gemm_tn(a, b, c, p0, p1):
     D = GEMM_TN_DEPTH
     mt = (M + TILE_ROWS - 1) // TILE_ROWS
     ldc = leading_dim(c)
-    ap = np.empty((mt, D, TILE_ROWS), a.dtype)   # a last tile's rows past M are never read
-    bp = np.empty((p1 - p0, D, TILE_COLS), b.dtype)
-    zero = c.dtype.type(0.0)
-    for r in range(M):
-        for j in range(p0 * TILE_COLS, p1 * TILE_COLS):
-            c[r, j] = zero
+    if K == 0:
+        for r in range(M):
+            for j in range(p0 * TILE_COLS, p1 * TILE_COLS):
+                c[r, j] = 0.0
     for k0 in range(0, K, D):
         kd = min(K, k0 + D) - k0
-        for k in range(kd):
+        for k in range(kd):          # a last tile's rows past M are never read
             for m in range(M):
                 ap[m // TILE_ROWS, k, m % TILE_ROWS] = a[k0 + k, m]
             for p in range(p1 - p0):
@@ -382,23 +396,78 @@ def gemm_tn(a, b, c, p0, p1):
         for p in range(p1 - p0):
             for q in range(mt):
                 _tile(ap, q * D * TILE_ROWS, 1, TILE_ROWS, min(TILE_ROWS, M - q * TILE_ROWS), bp, p * D * TILE_COLS,
-                      TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, 0, kd)
+                      TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, 0, kd, k0 > 0)
 
 
-def gemm_parallel(a, b, c, beta, trans_a, trans_b, parts):
-    """`gemm` cut into `parts` blocks of c's longer side, run side by side on the kernel threads
-    (threads.run_parallel), each a single-threaded BLAS call on views (no copies)."""
-    from lstmkit.kernels.threads import run_parallel
-    M, N = c.shape
-    by_rows = M >= N
-    size = M if by_rows else N
-    jobs = []
-    for q in range(parts):
-        lo, hi = q * size // parts, (q + 1) * size // parts
-        if hi <= lo:
-            continue
-        if by_rows:
-            jobs.append((a[:, lo:hi] if trans_a else a[lo:hi], b, c[lo:hi], beta, trans_a, trans_b))
-        else:
-            jobs.append((a, b[lo:hi] if trans_b else b[:, lo:hi], c[:, lo:hi], beta, trans_a, trans_b))
-    run_parallel(gemm, jobs)
+# --- a barrier for threads that run the time steps together -------------------------------------
+
+@intrinsic
+def _load_acquire(typingctx, arr, idx):
+    """arr[idx] of an int64 array, read atomically after every write another thread released."""
+    if arr != types.int64[::1]:
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+    return types.int64(arr, idx), codegen
+
+
+@intrinsic
+def _store_release(typingctx, arr, idx, value):
+    """arr[idx] = value for an int64 array, visible to other threads after every earlier write."""
+    if arr != types.int64[::1]:
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+        builder.store_atomic(context.cast(builder, args[2], signature.args[2], types.int64), ptr, "release", 8)
+        return context.get_dummy_value()
+    return types.void(arr, idx, value), codegen
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    """A spin-wait hint (x86 `pause`) and, with yield_now, the rest of the time slice given up."""
+    def codegen(context, builder, signature, args):
+        if platform.machine().lower() in ("x86_64", "amd64", "i686"):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def _yield_cpu(typingctx):
+    """sched_yield(): let another thread run on this core."""
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+SYNC_STRIDE = 16        # int64 slots per thread in a barrier array: one 128-byte line each
+SPINS_BEFORE_YIELD = 1000
+
+
+def barrier_array(parts):
+    """The shared state of `barrier` for `parts` threads, zeroed."""
+    return np.zeros(parts * SYNC_STRIDE, np.int64)
+
+
+@jit
+def barrier(sync, q, step):
+    """Thread q of sync.size / SYNC_STRIDE has finished `step` (1, 2, ...): publish that and wait
+    until every thread has. About 0.2 µs on two idle cores; a thread that waits long gives its
+    core away (sched_yield), so a busy machine slows the loop down but does not stall it."""
+    _store_release(sync, q * SYNC_STRIDE, step)
+    for p in range(sync.size // SYNC_STRIDE):
+        spins = 0
+        while _load_acquire(sync, p * SYNC_STRIDE) < step:
+            _spin_pause()
+            spins += 1
+            if spins == SPINS_BEFORE_YIELD:
+                _yield_cpu()
+                spins = 0

@@ -1,32 +1,36 @@
 """The fast LSTM: same functions, signatures and results as `lstmkit.cells.lstm`, compiled.
 
-Forward: the input projection of all steps is one gemm, x (T*B, I) @ W -> gates (T*B, 4H); then
-a compiled loop adds h_{t-1} @ U into gates[t] (beta = 1, no temporary) and runs vectorised
-passes that apply the nonlinearities, update c and h and store what BPTT needs. Backward: a
-compiled loop that, per step, computes the gate gradients in a few vectorised passes and adds
-dz_t U^T into dh; after it dx, dW and dU are three large gemms over all steps. Nothing is
-allocated inside the time loops. See `lstmkit.cells.lstm` for the equations.
+Threads split the batch rows (`_row_runs`): rows never meet inside a layer, so each thread runs
+every step of its own rows without waiting for another. Each call starts one compiled function
+per thread, once: no Python, no allocation and no thread start inside the time loop.
 
-The per-step product goes to `core.packed_gemm` (U packed once per call into column panels): an
-8x32 register tile for float32 batches of 8 or more, a 1x128 one for smaller batches (when the
-columns fill the panels), else BLAS. The weight gradients x^T dz go to `core.gemm_tn`.
-Threads (threads.py says which and why): the large products are cut among them by
-`core.gemm_parallel`; the recurrence is cut by batch rows (`_batch_parts`), each thread running
-every step for its own rows, so no thread waits for another within the time loop.
+forward   x_t W for the thread's rows and all steps (`core.packed_gemm` on W packed into column
+          panels; one product over all T B rows when one thread has the whole batch), then per
+          step h_{t-1} U added into gates[t] (U packed too), and vectorised passes that apply the
+          nonlinearities, update c and h and store what BPTT needs.
+backward  per step the gate gradients in a few vectorised passes and dz_t U^T added into dh;
+          then, after one barrier (they read every row of dz), each thread's share of the three
+          large products: rows of dx = dz W^T (BLAS) and column panels of dW = x^T dz and
+          dU = h_{t-1}^T dz (`core.gemm_tn`).
 
-Buffers (time-major, as in the reference):
+The per-step product uses an 8 x 32 register tile for float32 runs of 8 rows or more, a 1 x 128
+one for smaller batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
+
+Buffers (time-major, as in the reference; from `buffers`, recycled between calls):
 
     gates  (T, B, 4H)  pre-activations, then i, f, (g+1)/2, o after their nonlinearities
     hs     (T+1, B, H) hs[0] = h0, hs[t+1] = h carried out of step t (frozen past a length)
     cs     (T+1, B, H) the same for c
     tanh_c (T, B, H)   tanh(c_t) of each step's new cell
     dz     (T, B, 4H)  gradient of the gate pre-activations (backward only)
+    Wp, Up (4H/w, I or H, w)  W and U in column panels of w = 32 or 128 (empty: use BLAS)
+    UTp    (H/w, 4H, w)       U^T the same way
 """
 import numpy as np
 
-from lstmkit.kernels import threads
-from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, gemm, gemm_parallel, gemm_tn, jit, pack, packed_gemm,
-                                  vexp, wide_vectors)
+from lstmkit.kernels import buffers, threads
+from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier, barrier_array, gemm, gemm_tn,
+                                  gemm_tn_scratch, jit, pack, packed_gemm, vexp, wide_vectors)
 
 threads.apply_env()
 
@@ -42,19 +46,31 @@ def _activate(z, scale, shift):
 
 
 @jit
-def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths, r0, r1):
-    """Recurrence over gates (T, B, 4H) holding x_t W; scale, shift (4H,) from `_gate_affine`,
-    U (H, 4H), Up U packed (4H/32, H, 32) or empty to use BLAS, lengths (B,) int64. Fills hs, cs
-    (T+1, B, H), tanh_c, y (T, B, H) and turns gates into i, f, (g+1)/2, o in place (g = tanh is
-    kept as the sigmoid it is computed from). Only rows r0:r1 of the batch are run (the arrays
-    stay whole so that every row is a contiguous vector: sliced batches do not vectorise)."""
+def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, r0, r1):
+    """One thread's rows r0:r1 of the forward. x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed
+    (4H/w, I or H, w) or empty to use BLAS; scale, shift (4H,) from `_gate_affine`; lengths (B,)
+    int64. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and gates (T, B, 4H) with i, f,
+    (g+1)/2, o (g = tanh kept as the sigmoid it is computed from). The arrays stay whole so that
+    every row is a contiguous vector (sliced batches do not vectorise)."""
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
     one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
+    if r1 - r0 == B:                                         # x_t W for every t at once
+        x2, g2 = x.reshape(T * B, x.shape[2]), gates.reshape(T * B, G)
+        if Wp.shape[0]:
+            packed_gemm(x2, Wp, g2, False)
+        else:
+            gemm(x2, W, g2, 0.0, False, False)
+    else:
+        for t in range(T):
+            if Wp.shape[0]:
+                packed_gemm(x[t][r0:r1], Wp, gates[t][r0:r1], False)
+            else:
+                gemm(x[t][r0:r1], W, gates[t][r0:r1], 0.0, False, False)
     for t in range(T):
         if Up.shape[0]:                                      # z_t = x_t W + h_{t-1} U
-            packed_gemm(hs[t][r0:r1], Up, gates[t][r0:r1])
+            packed_gemm(hs[t][r0:r1], Up, gates[t][r0:r1], True)
         else:
             gemm(hs[t][r0:r1], U, gates[t][r0:r1], 1.0, False, False)
         for r in range(r0, r1):
@@ -79,11 +95,14 @@ def _forward_loop(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lengths, r0, r1
 
 
 @jit
-def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, lengths, dz, db, r0, r1):
-    """BPTT over T steps. dy (T, B, H); dh, dc (B, H) carry the state gradients and end as
-    dh0, dc0; gates, cs, tanh_c from forward; UTp U^T packed (H/32, 4H, 32) or empty to use
-    BLAS, rows r0:r1 as in `_forward_loop`; fills dz (T, B, 4H) and accumulates
-    db (4H,) (float64). Each pass reads and writes few arrays so that it vectorises."""
+def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, ap, bp,
+                   sync, q, parts, r0, r1):
+    """Thread q of `parts`: BPTT over its rows r0:r1, then its share of the large products.
+    dy (T, B, H); dh, dc (B, H) carry the state gradients and end as dh0, dc0; gates, hs, cs,
+    tanh_c from forward; UTp U^T packed (H/w, 4H, w) or empty to use BLAS; ap, bp scratch for
+    `core.gemm_tn`, or ap empty to use BLAS for the weight gradients. Fills dz (T, B, 4H), accumulates db (4H,) (float64, this thread's own), and
+    fills its share of dx (T, B, I) (rows), dW (I, 4H) and dU (H, 4H) (column panels). Each pass
+    reads and writes few arrays so that it vectorises."""
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
@@ -117,18 +136,31 @@ def _backward_loop(dy, dh, dc, gates, cs, tanh_c, U, UTp, lengths, dz, db, r0, r
             for j in range(G):
                 db[j] += d[j]
         if UTp.shape[0]:                                           # dh_{t-1} = dz_t U^T (+ frozen)
-            packed_gemm(dz[t][r0:r1], UTp, dh[r0:r1])
+            packed_gemm(dz[t][r0:r1], UTp, dh[r0:r1], True)
         else:
             gemm(dz[t][r0:r1], U, dh[r0:r1], 1.0, False, True)
+    barrier(sync, q, 1)                                  # the products below read every row of dz
+    I = x.shape[2]
+    dz2, x2, h2 = dz.reshape(T * B, G), x.reshape(T * B, I), hs[:T].reshape(T * B, H)
+    k0, k1 = q * T * B // parts, (q + 1) * T * B // parts
+    gemm(dz2[k0:k1], W, dx.reshape(T * B, I)[k0:k1], 0.0, False, True)   # dx = dz W^T
+    if ap.shape[0]:                                        # dW = x^T dz, dU = h_{t-1}^T dz
+        panels = G // TILE_COLS
+        p0, p1 = q * panels // parts, (q + 1) * panels // parts
+        gemm_tn(x2, dz2, dW, p0, p1, ap, bp)
+        gemm_tn(h2, dz2, dU, p0, p1, ap, bp)
+    else:
+        c0, c1 = q * G // parts, (q + 1) * G // parts
+        gemm(x2, dz2[:, c0:c1], dW[:, c0:c1], 0.0, True, False)
+        gemm(h2, dz2[:, c0:c1], dU[:, c0:c1], 0.0, True, False)
 
 
 def _batch_parts(B, H, dtype):
-    """How many threads run the recurrence side by side, each on its own run of batch rows (rows
-    never meet within a layer, so no thread waits for another inside the time loop). Each run
-    needs the 8 rows of a packed tile (float32) and enough work to pay a thread (>= 4 MFLOP per
-    step in all)."""
+    """How many threads run the recurrence side by side, each on its own run of batch rows. Each
+    run needs the 8 rows of a packed tile (float32) and enough work to pay for a thread (about
+    0.1 ms to start: >= 0.5 MFLOP per step in all)."""
     n = threads.get_num_threads()
-    if n == 1 or 8 * B * H * H < 4e6:
+    if n == 1 or 8 * B * H * H < 5e5:
         return 1
     return max(1, min(n, B // TILE_ROWS) if dtype == np.float32 else min(n, B))
 
@@ -138,15 +170,14 @@ def _row_runs(B, parts):
     return [(q * B // parts, (q + 1) * B // parts) for q in range(parts)]
 
 
-def _packed(U, B, transpose):
-    """U (H, 4H) (or U^T) packed for `packed_gemm` when that beats BLAS for the per-step product of
-    a batch of B (float32): 32-column panels for B >= 8, 128-column panels for smaller batches;
-    else (float64, or columns that do not fill the panels) an empty array: use BLAS."""
-    H, G = U.shape
-    N = H if transpose else G
-    width = TILE_COLS if B >= TILE_ROWS else ROW_COLS
+def _packed(U, rows, transpose):
+    """U (K, N) (or U^T for U (N, K)) packed for `packed_gemm` when that beats BLAS for a product
+    with `rows` rows (float32): 32-column panels for 8 rows or more, 128-column panels for
+    fewer; else (float64, or columns that do not fill the panels) an empty array: use BLAS."""
+    K, N = U.shape[::-1] if transpose else U.shape
+    width = TILE_COLS if rows >= TILE_ROWS else ROW_COLS
     if U.dtype == np.float32 and N % width == 0:
-        packed = np.empty((N // width, G if transpose else H, width), U.dtype)
+        packed = buffers.empty((N // width, K, width), U.dtype)
         pack(U, packed, transpose)
         return packed
     return np.empty((0, 0, TILE_COLS), U.dtype)
@@ -177,23 +208,6 @@ def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
             cn[j] = zr[H + j] * cp[j] + zr[j] * (two * zr[2 * H + j] - one)
         for j in range(H):
             hn[j] = zr[3 * H + j] * (two / (one + vexp(-two * cn[j])) - one)
-
-
-def _product(a, b, c, trans_a=False, trans_b=False):
-    """c = op(a) @ op(b), a large product over all steps: shared among the threads when it has at
-    least 2 MFLOP, each thread a single-threaded BLAS call. The weight gradients a^T b (float32,
-    whole panels) go to `core.gemm_tn` instead, each thread taking a run of column panels."""
-    parts = threads.get_num_threads()
-    flops = 2 * c.shape[0] * c.shape[1] * (a.shape[0] if trans_a else a.shape[1])
-    if trans_a and not trans_b and c.dtype == np.float32 and c.shape[1] % TILE_COLS == 0:
-        panels = c.shape[1] // TILE_COLS
-        parts = min(parts, panels) if flops >= 2e6 else 1
-        threads.run_parallel(gemm_tn, [(a, b, c, q * panels // parts, (q + 1) * panels // parts)
-                                       for q in range(parts)])
-    elif parts > 1 and flops >= 2e6:
-        gemm_parallel(a, b, c, 0.0, trans_a, trans_b, parts)
-    else:
-        gemm(a, b, c, 0.0, trans_a, trans_b)
 
 
 # --- argument checks and the public functions ----------------------------------------------------
@@ -243,19 +257,19 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     T, B, I = x.shape
     W, U, b, H = _weights(W, U, b, I, dtype)
     lens = _lengths(lengths, T, B)
-    gates = np.empty((T, B, 4 * H), dtype)
-    hs = np.empty((T + 1, B, H), dtype)
-    cs = np.empty((T + 1, B, H), dtype)
+    gates = buffers.empty((T, B, 4 * H), dtype)
+    hs = buffers.empty((T + 1, B, H), dtype)
+    cs = buffers.empty((T + 1, B, H), dtype)
     hs[0] = 0 if h0 is None else _as(h0, dtype, (B, H), "h0")
     cs[0] = 0 if c0 is None else _as(c0, dtype, (B, H), "c0")
-    tanh_c = np.empty((T, B, H), dtype)
-    y = np.empty((T, B, H), dtype)
-    threads.blas_single()
-    _product(x.reshape(T * B, I), W, gates.reshape(T * B, 4 * H))     # x_t W for every t at once
+    tanh_c = buffers.empty((T, B, H), dtype)
+    y = buffers.empty((T, B, H), dtype)
     scale, shift = _gate_affine(b)
     parts = _batch_parts(B, H, dtype)
+    Wp = _packed(W, T * B if parts == 1 else B // parts, False)
     Up = _packed(U, B // parts, False)
-    threads.run_parallel(_forward_loop, [(gates, scale, shift, hs, cs, tanh_c, y, U, Up, lens, r0, r1)
+    threads.blas_single()
+    threads.run_parallel(_forward_part, [(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lens, r0, r1)
                                          for r0, r1 in _row_runs(B, parts)])
     cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
@@ -272,23 +286,26 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     H = U.shape[0]
     dtype = x.dtype
     dy = _as(dy, dtype, (T, B, H), "dy")
-    dh = np.zeros((B, H), dtype) if dh_T is None else _as(dh_T, dtype, (B, H), "dh_T").copy()
-    dc = np.zeros((B, H), dtype) if dc_T is None else _as(dc_T, dtype, (B, H), "dc_T").copy()
-    dz = np.empty((T, B, 4 * H), dtype)
-    threads.blas_single()
+    dh, dc = buffers.zeros((B, H), dtype), buffers.zeros((B, H), dtype)   # aligned: no two threads share a line
+    if dh_T is not None:
+        dh[...] = _as(dh_T, dtype, (B, H), "dh_T")
+    if dc_T is not None:
+        dc[...] = _as(dc_T, dtype, (B, H), "dc_T")
+    dz = buffers.empty((T, B, 4 * H), dtype)
+    dx = buffers.empty((T, B, I), dtype)
+    dW = buffers.empty((I, 4 * H), dtype)
+    dU = buffers.empty((H, 4 * H), dtype)
     parts = _batch_parts(B, H, dtype)
-    db = np.zeros((parts, 4 * H), np.float64)   # one row per run, so no two threads add to one
+    db = buffers.zeros((parts, 4 * H), np.float64)   # one row per run, so no two threads add to one
     UTp = _packed(U, B // parts, True)
-    threads.run_parallel(_backward_loop, [(dy, dh, dc, gates, cache["cs"], cache["tanh_c"], U, UTp,
-                                           cache["lengths"], dz, db[q], r0, r1)
-                                          for q, (r0, r1) in enumerate(_row_runs(B, parts))])
-    dx = np.empty((T, B, I), dtype)
-    dW = np.empty((I, 4 * H), dtype)
-    dU = np.empty((H, 4 * H), dtype)
-    dz2 = dz.reshape(T * B, 4 * H)
-    _product(dz2, W, dx.reshape(T * B, I), trans_b=True)             # dx = dz W^T
-    _product(x.reshape(T * B, I), dz2, dW, trans_a=True)              # dW = x^T dz
-    _product(cache["hs"][:T].reshape(T * B, H), dz2, dU, trans_a=True)  # dU = h_{t-1}^T dz
+    aligned = dtype == np.float32 and H % TILE_COLS == 0
+    panels = 4 * H // TILE_COLS if aligned else 0
+    sync = barrier_array(parts)
+    threads.blas_single()
+    threads.run_parallel(_backward_part, [
+        (x, W, U, UTp, dy, dh, dc, gates, cache["hs"], cache["cs"], cache["tanh_c"], cache["lengths"], dz, dx,
+         dW, dU, db[q], *gemm_tn_scratch(max(I, H) if aligned else 0, -(-panels // parts), dtype), sync, q, parts,
+         r0, r1) for q, (r0, r1) in enumerate(_row_runs(B, parts))])
     return dx, dW, dU, db.sum(axis=0).astype(dtype), dh, dc
 
 
