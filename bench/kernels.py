@@ -2,8 +2,8 @@
 
 Training step = forward + backward of the sum of the outputs (gradients of x and all weights);
 inference = forward without gradients; streaming = 100 single steps at batch 1, H=256, carrying
-(h, c). Both sides run float32 on the same thread count, interleaved, medians of --reps
-repetitions after warm-up. ratio = torch time / lstmkit time (> 1: lstmkit is faster).
+(h, c). Both sides run float32 on the same thread count, alternating, medians of --reps
+repetitions after warm-up, each timed call right after an untimed call of the same side. ratio = torch time / lstmkit time (> 1: lstmkit is faster).
 
     python bench/kernels.py [--threads 2] [--reps 7] [--json FILE] [--quick] [--clock wall|thread]
 
@@ -29,6 +29,7 @@ STREAM_TARGET, MATMUL_FRACTION = 3.0, 0.85
 
 
 CLOCK = time.perf_counter
+SETTLE = 0.05   # seconds of untimed calls before each timed one (see race)
 
 
 def timed(fn):
@@ -38,18 +39,30 @@ def timed(fn):
 
 
 def race(ours, theirs, reps, warmup=2):
-    """Median seconds of ours and theirs, run alternately (order swapped every repetition)."""
+    """Median seconds of ours and theirs over reps repetitions, alternating sides (order swapped
+    every repetition). Each timed call follows untimed calls of the same side for at least
+    SETTLE seconds, so that it runs in its side's own steady state, as in a training loop:
+    PyTorch's OpenMP threads spin for milliseconds after each call, and a timed lstmkit call
+    straight after one would share its second core with that spin."""
     for _ in range(warmup):
         ours()
         theirs()
     a, b = [], []
+
+    def settled(fn):
+        start = CLOCK()
+        fn()
+        while CLOCK() - start < SETTLE:
+            fn()
+        return timed(fn)
+
     for k in range(reps):
         if k % 2:
-            a.append(timed(ours))
-            b.append(timed(theirs))
+            a.append(settled(ours))
+            b.append(settled(theirs))
         else:
-            b.append(timed(theirs))
-            a.append(timed(ours))
+            b.append(settled(theirs))
+            a.append(settled(ours))
     return float(np.median(a)), float(np.median(b))
 
 
