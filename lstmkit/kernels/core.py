@@ -229,19 +229,19 @@ ROW_COLS = 128                 # the one-row product (batches under 8) on 128 co
 
 def _make_tile(ROWS, COLS):
     """A compiled tile product of ROWS x COLS (float32: COLS / 16 vector registers per row)."""
-    def tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1, acc):
-        return _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1, acc)
+    def tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc):
+        return _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc)
     tile.__name__ = f"_tile_{ROWS}x{COLS}"
     return intrinsic(tile)
 
 
-def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1, acc):
+def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc):
     """C[r, 0:COLS] (+)= sum over k in [k0, k1) of A[r, k] * B[k, 0:COLS] for the rows r < nrows of
     a ROWS x COLS tile, on flat element offsets into the data of arrays a, b, c:
 
         A[r, k] = a.data[a_off + r * a_rs + k * a_ks]    (any strides: a row or a column of a)
         B[k, :] = b.data[b_off + k * b_ks : ... + COLS]   (COLS contiguous values per k)
-        C[r, :] = c.data[c_off + r * ldc : ... + COLS]    (ldc, c's row stride)
+        C[r, :] = c.data[c_off + r * c_rs : ... + COLS]
 
     The sum is added to C where acc is true, else it replaces C (whose old values are ignored).
     Written in LLVM IR so that the accumulator tile stays in vector registers for the whole k
@@ -250,7 +250,7 @@ def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_
     dtype = c.dtype
     if not (a.dtype == b.dtype == dtype) or dtype not in (types.float32, types.float64):
         return None
-    sig = types.void(a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, k0, k1, acc)
+    sig = types.void(a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc)
 
     def codegen(context, builder, signature, args):
         wide = builder.function.attributes
@@ -267,9 +267,8 @@ def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_
         A = context.make_array(tys[0])(context, builder, args[0])
         Bm = context.make_array(tys[5])(context, builder, args[5])
         C = context.make_array(tys[8])(context, builder, args[8])
-        a_off, a_rs, a_ks, n, b_off, b_ks, c_off, k0, k1 = (
-            context.cast(builder, args[i], tys[i], types.int64) for i in (1, 2, 3, 4, 6, 7, 9, 10, 11))
-        ldc = builder.sdiv(builder.extract_value(C.strides, 0), const(context.get_abi_sizeof(fty)))
+        a_off, a_rs, a_ks, n, b_off, b_ks, c_off, ldc, k0, k1 = (
+            context.cast(builder, args[i], tys[i], types.int64) for i in (1, 2, 3, 4, 6, 7, 9, 10, 11, 12))
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vec, [vec, vec, vec]),
             f"llvm.fma.v{width}{'f32' if dtype == types.float32 else 'f64'}")
@@ -279,7 +278,7 @@ def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_
             rr = builder.select(valid, const(r), builder.sub(n, const(1)))
             arow.append(builder.gep(A.data, [builder.add(a_off, builder.mul(rr, a_rs))]))
             crow.append(builder.gep(C.data, [builder.add(c_off, builder.mul(rr, ldc))]))
-        keep = builder.icmp_signed("!=", context.cast(builder, args[12], tys[12], types.int64), const(0))
+        keep = builder.icmp_signed("!=", context.cast(builder, args[13], tys[13], types.int64), const(0))
         zero = ir.Constant(vec, [ir.Constant(fty, 0.0)] * width)
         init = [[builder.select(keep, builder.load(builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr),
                                                    align=4), zero)
@@ -340,22 +339,42 @@ def pack(U, packed, transpose):
 
 
 @jit
+def _strides3(x):
+    """(slice stride, row stride) of a 3-D array x in elements; a row stride of at least 1 (NumPy
+    may give any stride to an axis of length 1)."""
+    return x.strides[0] // x.itemsize, max(x.strides[1] // x.itemsize if x.shape[1] > 1 else x.shape[2], 1)
+
+
+PACKED_CHUNK = 1 << 16   # values of a per block of rows in packed_gemm (256 KB float32: stays in L2)
+
+
+@jit
 def packed_gemm(a, packed, c, accumulate):
-    """c (M, N) (+)= a (M, K) @ U, with U given as packed (N/W, K, W) by `pack`: added to c where
-    accumulate, else c = a @ U. Panels of W = 32 columns run in tiles of 8 rows, panels of
-    W = 128 one row at a time (for M under 8, where an 8-row tile would mostly compute rows it
-    throws away)."""
-    M, K = a.shape
+    """c[s] (+)= a[s] @ U for every s, a (S, M, K), c (S, M, N), with U given as packed
+    (N/W, K, W) by `pack`: added to c where accumulate, else c[s] = a[s] @ U. Panels of
+    W = 32 columns run in tiles of 8 rows, panels of W = 128 one row at a time (for M under 8,
+    where an 8-row tile would mostly compute rows it throws away).
+
+    Loops: blocks of rows of a (PACKED_CHUNK values, kept in L2) outermost, then panels (kept
+    close while they serve every row of the block), then slices, then rows: with several
+    slices each panel is read from memory once for all of them (x_t W over all steps of a few
+    rows reads W once)."""
+    S, M, K = a.shape
     P, _, W = packed.shape
-    lda, ldc = leading_dim(a), leading_dim(c)
-    for p in range(P):
-        if W == TILE_COLS:
-            for r0 in range(0, M, TILE_ROWS):
-                _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, M - r0), packed, p * K * W, W, c, r0 * ldc + p * W, 0, K,
-                      accumulate)
-        else:
-            for r in range(M):
-                _row(a, r * lda, lda, 1, 1, packed, p * K * W, W, c, r * ldc + p * W, 0, K, accumulate)
+    (sa, lda), (sc, ldc) = _strides3(a), _strides3(c)
+    chunk = max(TILE_ROWS, PACKED_CHUNK // max(K, 1) // TILE_ROWS * TILE_ROWS)
+    for m0 in range(0, M, chunk):
+        m1 = min(M, m0 + chunk)
+        for p in range(P):
+            for s in range(S):
+                if W == TILE_COLS:
+                    for r0 in range(m0, m1, TILE_ROWS):
+                        _tile(a, s * sa + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
+                              c, s * sc + r0 * ldc + p * W, ldc, 0, K, accumulate)
+                else:
+                    for r in range(m0, m1):
+                        _row(a, s * sa + r * lda, lda, 1, 1, packed, p * K * W, W,
+                             c, s * sc + r * ldc + p * W, ldc, 0, K, accumulate)
 
 
 GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1
@@ -396,7 +415,7 @@ def gemm_tn(a, b, c, p0, p1, ap, bp):
         for p in range(p1 - p0):
             for q in range(mt):
                 _tile(ap, q * D * TILE_ROWS, 1, TILE_ROWS, min(TILE_ROWS, M - q * TILE_ROWS), bp, p * D * TILE_COLS,
-                      TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, 0, kd, k0 > 0)
+                      TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, ldc, 0, kd, k0 > 0)
 
 
 # --- a barrier for threads that run the time steps together -------------------------------------

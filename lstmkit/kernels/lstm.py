@@ -46,31 +46,30 @@ def _activate(z, scale, shift):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, r0, r1):
-    """One thread's rows r0:r1 of the forward. x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed
+def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, parts, r0, r1):
+    """Thread q of `parts`: its share of the rows of x W for all steps, then (after a barrier)
+    the recurrence of its batch rows r0:r1. x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed
     (4H/w, I or H, w) or empty to use BLAS; scale, shift (4H,) from `_gate_affine`; lengths (B,)
-    int64. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and gates (T, B, 4H) with i, f,
-    (g+1)/2, o (g = tanh kept as the sigmoid it is computed from). The arrays stay whole so that
-    every row is a contiguous vector (sliced batches do not vectorise)."""
+    int64; sync from `core.barrier_array`. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and
+    gates (T, B, 4H) with i, f, (g+1)/2, o (g = tanh kept as the sigmoid it is computed from).
+    The arrays stay whole so that every row is a contiguous vector (sliced batches do not
+    vectorise)."""
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
     one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
-    if r1 - r0 == B:                                         # x_t W for every t at once
-        x2, g2 = x.reshape(T * B, x.shape[2]), gates.reshape(T * B, G)
-        if Wp.shape[0]:
-            packed_gemm(x2, Wp, g2, False)
-        else:
-            gemm(x2, W, g2, 0.0, False, False)
+    x3, g3 = x.reshape(1, T * B, x.shape[2]), gates.reshape(1, T * B, G)   # x_t W for every t at once
+    k0, k1 = q * T * B // parts // TILE_ROWS * TILE_ROWS, (q + 1) * T * B // parts // TILE_ROWS * TILE_ROWS
+    if q == parts - 1:
+        k1 = T * B
+    if Wp.shape[0]:
+        packed_gemm(x3[:, k0:k1], Wp, g3[:, k0:k1], False)
     else:
-        for t in range(T):
-            if Wp.shape[0]:
-                packed_gemm(x[t][r0:r1], Wp, gates[t][r0:r1], False)
-            else:
-                gemm(x[t][r0:r1], W, gates[t][r0:r1], 0.0, False, False)
+        gemm(x3[0, k0:k1], W, g3[0, k0:k1], 0.0, False, False)
+    barrier(sync, q, 1)                                      # the recurrence reads every step's rows
     for t in range(T):
         if Up.shape[0]:                                      # z_t = x_t W + h_{t-1} U
-            packed_gemm(hs[t][r0:r1], Up, gates[t][r0:r1], True)
+            packed_gemm(hs[t:t + 1, r0:r1], Up, gates[t:t + 1, r0:r1], True)
         else:
             gemm(hs[t][r0:r1], U, gates[t][r0:r1], 1.0, False, False)
         for r in range(r0, r1):
@@ -136,7 +135,7 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
             for j in range(G):
                 db[j] += d[j]
         if UTp.shape[0]:                                           # dh_{t-1} = dz_t U^T (+ frozen)
-            packed_gemm(dz[t][r0:r1], UTp, dh[r0:r1], True)
+            packed_gemm(dz[t:t + 1, r0:r1], UTp, dh.reshape(1, B, H)[:, r0:r1], True)
         else:
             gemm(dz[t][r0:r1], U, dh[r0:r1], 1.0, False, True)
     barrier(sync, q, 1)                                  # the products below read every row of dz
@@ -163,6 +162,9 @@ def _batch_parts(B, H, dtype):
     if n == 1 or 8 * B * H * H < 5e5:
         return 1
     return max(1, min(n, B // TILE_ROWS) if dtype == np.float32 else min(n, B))
+
+
+PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
 
 
 def _row_runs(B, parts):
@@ -266,11 +268,12 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     y = buffers.empty((T, B, H), dtype)
     scale, shift = _gate_affine(b)
     parts = _batch_parts(B, H, dtype)
-    Wp = _packed(W, T * B if parts == 1 else B // parts, False)
+    Wp = _packed(W, T * B, False) if I <= PROJECTION_TILE_MAX_I else np.empty((0, 0, TILE_COLS), dtype)
     Up = _packed(U, B // parts, False)
+    sync = barrier_array(parts)
     threads.blas_single()
-    threads.run_parallel(_forward_part, [(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lens, r0, r1)
-                                         for r0, r1 in _row_runs(B, parts)])
+    threads.run_parallel(_forward_part, [(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lens, sync, q,
+                                          parts, r0, r1) for q, (r0, r1) in enumerate(_row_runs(B, parts))])
     cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
 
