@@ -30,7 +30,7 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier, barrier_array, gemm, gemm_tn,
-                                  gemm_tn_scratch, jit, pack, packed_gemm, vexp, wide_vectors)
+                                  gemm_tn_scratch, jit, pack, packed_gemm, vexp, vrecip, wide_vectors)
 
 threads.apply_env()
 
@@ -42,7 +42,7 @@ def _activate(z, scale, shift):
     wide_vectors()
     one = z.dtype.type(1.0)
     for j in range(z.shape[0]):
-        z[j] = one / (one + vexp(-(scale[j] * z[j] + shift[j])))
+        z[j] = vrecip(one + vexp(-(scale[j] * z[j] + shift[j])))
 
 
 @jit
@@ -86,7 +86,7 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
             for j in range(H):
                 cn[j] = f[j] * cp[j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
             for j in range(H):
-                th[j] = two / (one + vexp(-two * cn[j])) - one       # tanh(C_t)
+                th[j] = two * vrecip(one + vexp(-two * cn[j])) - one  # tanh(C_t)
             for j in range(H):
                 hn[j] = o[j] * th[j]                                  # h_t = o tanh(C_t)
             for j in range(H):
@@ -209,7 +209,7 @@ def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
         for j in range(H):
             cn[j] = zr[H + j] * cp[j] + zr[j] * (two * zr[2 * H + j] - one)
         for j in range(H):
-            hn[j] = zr[3 * H + j] * (two / (one + vexp(-two * cn[j])) - one)
+            hn[j] = zr[3 * H + j] * (two * vrecip(one + vexp(-two * cn[j])) - one)
 
 
 # --- argument checks and the public functions ----------------------------------------------------
