@@ -65,7 +65,8 @@ def check(T, B, I, H, dtype, seed, lengths=None, against_torch=True):
                                      (2, 8, 3, 256),    # ... shared among threads
                                      (2, 16, 3, 256), (3, 3, 2, 512),   # batch split among threads
                                      (40, 9, 5, 32),   # weight gradients over several k blocks
-                                     (6, 1, 7, 128), (3, 5, 4, 32)])   # one-row product, batch < 8
+                                     (6, 1, 7, 128), (3, 5, 4, 32),   # one-row product, batch < 8
+                                     (2, 3, 520, 32)])   # x W by BLAS (I > 512)
 def test_matches_reference_and_torch(T, B, I, H, dtype):
     check(T, B, I, H, dtype, seed=T * 100 + H)
 

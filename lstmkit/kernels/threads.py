@@ -1,12 +1,12 @@
 """One thread setting for every thread the kernels use.
 
 The kernels' threads are their own small pool of Python threads running compiled code that
-releases the GIL (`run_parallel`): the large products (input projection, weight gradients) are
-cut into n blocks, one single-threaded BLAS call each (`core.gemm_parallel`), and the recurrence
-is cut by batch rows (`lstm._batch_parts`) when there is enough work; the rest runs on the
-calling thread. `set_num_threads(n)` bounds that pool (n - 1 threads plus the caller) and, through
-threadpoolctl, NumPy's and SciPy's OpenBLAS, so n threads is n threads. `LSTMKIT_NUM_THREADS`
-does the same when the kernels are first imported.
+releases the GIL (`run_parallel`). An LSTM call starts one compiled function per thread, once
+(`lstm._forward_part`, `lstm._backward_part`): each takes its share of the large products and its
+own batch rows of the recurrence, and they meet at a spinning barrier (`core.barrier`) only
+where one needs what another computed. `set_num_threads(n)` bounds that pool (n - 1 threads plus
+the caller) and, through threadpoolctl, NumPy's and SciPy's OpenBLAS, so n threads is n threads.
+`LSTMKIT_NUM_THREADS` does the same when the kernels are first imported.
 
 Why not OpenBLAS's threads: they spin for up to ~0.1 s after every call, taking the cores the
 kernels run on. Once the kernels have run, every BLAS in the process (`blas_single`) runs on one
@@ -17,6 +17,7 @@ in a form that crashes a later process calling it from Python, and GNU OpenMP ha
 children; idle pool threads here sleep on a queue.
 """
 import os
+import threading
 
 _bound = None      # the n of set_num_threads, or None for the BLAS default
 _limits = None     # the threadpoolctl limiter in force, kept so the setting lasts
@@ -24,6 +25,7 @@ _blas = None       # threadpoolctl controllers of every BLAS library loaded in t
 _single = False    # whether _blas has been set to one thread since the last set_num_threads
 _pool = None       # the kernel threads (bound - 1 of them; the caller's thread is the last)
 _pool_pid = None   # the process that made _pool
+_submit = threading.Lock()   # one caller's jobs enter the pool's queue together
 
 
 def set_num_threads(n):
@@ -76,13 +78,17 @@ def blas_single():
 def run_parallel(fn, jobs):
     """Run fn(*args) for every args in jobs side by side: the first on the calling thread, the
     others on the kernel thread pool (at most bound - 1 threads). The compiled kernels release
-    the GIL, so these are truly parallel; idle pool threads sleep on a queue, never spin."""
+    the GIL, so these are truly parallel; idle pool threads sleep on a queue, never spin.
+
+    Jobs that meet at a barrier must all run at once: one caller's jobs enter the queue
+    together, so that two callers' jobs never hold the pool's threads waiting for each other."""
     global _pool, _pool_pid
     if len(jobs) > 1 and (_pool is None or _pool_pid != os.getpid()):
         from concurrent.futures import ThreadPoolExecutor
         _pool = ThreadPoolExecutor(max_workers=max(1, get_num_threads() - 1), thread_name_prefix="lstmkit")
         _pool_pid = os.getpid()     # a forked child makes its own pool: the parent's threads are gone
-    futures = [_pool.submit(fn, *args) for args in jobs[1:]]
+    with _submit:
+        futures = [_pool.submit(fn, *args) for args in jobs[1:]]
     try:
         fn(*jobs[0])
     finally:

@@ -1,0 +1,58 @@
+"""The kernels' recycled buffers: aligned, reused only once nothing refers to them, bounded."""
+import numpy as np
+import pytest
+
+from lstmkit.kernels import buffers
+
+LARGE = (300, 200)   # 240 KB of float32: from the pool
+SMALL = (3, 5)       # from malloc
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    monkeypatch.setattr(buffers, "_blocks", [])
+    return buffers
+
+
+@pytest.mark.parametrize("shape,dtype", [(LARGE, np.float32), (SMALL, np.float64), ((7,), np.int64),
+                                         ((2, 0, 3), np.float32)])
+def test_arrays_are_aligned_contiguous_and_of_the_asked_shape(pool, shape, dtype):
+    a = pool.empty(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert a.size == 0 or a.ctypes.data % pool.ALIGN == 0      # an empty array has no data to align
+    assert np.all(pool.zeros(shape, dtype) == 0)
+
+
+def test_a_block_is_reused_only_when_nothing_refers_to_it(pool):
+    a = pool.empty(LARGE, np.float32)
+    address = a.ctypes.data
+    view = a[10:20].reshape(-1)
+    del a
+    b = pool.empty(LARGE, np.float32)          # the view still holds the first block
+    assert b.ctypes.data != address
+    assert pool.pooled_bytes()[1] == 0
+    b[...] = 1.0
+    view[...] = 2.0                             # writing through the live view leaves b alone
+    assert np.all(b == 1.0)
+    del view
+    assert pool.pooled_bytes()[1] > 0
+    c = pool.empty(LARGE, np.float32)
+    assert c.ctypes.data == address             # the first block, free again
+    assert len(pool._blocks) == 2
+
+
+def test_blocks_far_larger_than_asked_are_not_used(pool):
+    big = pool.empty((4000, 200), np.float32)
+    del big
+    small = pool.empty(LARGE, np.float32)
+    assert len(pool._blocks) == 2 and small.base is pool._blocks[1]
+
+
+def test_free_memory_is_bounded(pool, monkeypatch):
+    monkeypatch.setattr(pool, "POOL_MAX_FREE_BYTES", 1 << 20)
+    for rows in range(200, 1300, 100):          # 11 sizes under 1 MB, each dropped at once: 5.3 MB
+        pool.empty((rows, 200), np.float32)
+    used, free = pool.pooled_bytes()
+    assert used == 0 and 0 < free <= 1 << 20
+    kept = pool.empty((500, 200), np.float32)
+    assert pool.pooled_bytes()[0] == kept.base.nbytes
