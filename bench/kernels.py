@@ -3,7 +3,8 @@
 Training step = forward + backward of the sum of the outputs (gradients of x and all weights);
 inference = forward without gradients; streaming = 100 single steps at batch 1, H=256, carrying
 (h, c). Both sides run float32 on the same thread count, alternating, medians of --reps
-repetitions after warm-up, each timed call right after an untimed call of the same side. ratio = torch time / lstmkit time (> 1: lstmkit is faster).
+repetitions after warm-up, each timed call after 50 ms of untimed calls of the same side (see
+race). ratio = torch time / lstmkit time (> 1: lstmkit is faster).
 
     python bench/kernels.py [--threads 2] [--reps 7] [--json FILE] [--quick] [--clock wall|thread]
 

@@ -4,10 +4,11 @@ Threads split the batch rows (`_row_runs`): rows never meet inside a layer, so e
 every step of its own rows without waiting for another. Each call starts one compiled function
 per thread, once: no Python, no allocation and no thread start inside the time loop.
 
-forward   x_t W for the thread's rows and all steps (`core.packed_gemm` on W packed into column
-          panels; one product over all T B rows when one thread has the whole batch), then per
-          step h_{t-1} U added into gates[t] (U packed too), and vectorised passes that apply the
-          nonlinearities, update c and h and store what BPTT needs.
+forward   x_t W for all steps, each thread a block of the T B rows (`core.packed_gemm` on W
+          packed into column panels up to I = 512, BLAS beyond), one barrier (a thread's batch
+          rows were projected by all), then per step h_{t-1} U added into gates[t] (U packed
+          too) and vectorised passes that apply the nonlinearities, update c and h and store
+          what BPTT needs.
 backward  per step the gate gradients in a few vectorised passes and dz_t U^T added into dh;
           then, after one barrier (they read every row of dz), each thread's share of the three
           large products: rows of dx = dz W^T (BLAS) and column panels of dW = x^T dz and
@@ -99,9 +100,10 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
     """Thread q of `parts`: BPTT over its rows r0:r1, then its share of the large products.
     dy (T, B, H); dh, dc (B, H) carry the state gradients and end as dh0, dc0; gates, hs, cs,
     tanh_c from forward; UTp U^T packed (H/w, 4H, w) or empty to use BLAS; ap, bp scratch for
-    `core.gemm_tn`, or ap empty to use BLAS for the weight gradients. Fills dz (T, B, 4H), accumulates db (4H,) (float64, this thread's own), and
-    fills its share of dx (T, B, I) (rows), dW (I, 4H) and dU (H, 4H) (column panels). Each pass
-    reads and writes few arrays so that it vectorises."""
+    `core.gemm_tn`, or ap empty to use BLAS for the weight gradients. Fills dz (T, B, 4H),
+    accumulates db (4H,) (float64, this thread's own) and fills its share of dx (T, B, I) (rows),
+    dW (I, 4H) and dU (H, 4H) (column panels). Each pass reads and writes few arrays so that it
+    vectorises."""
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
