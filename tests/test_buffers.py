@@ -51,8 +51,36 @@ def test_blocks_far_larger_than_asked_are_not_used(pool):
 def test_free_memory_is_bounded(pool, monkeypatch):
     monkeypatch.setattr(pool, "POOL_MAX_FREE_BYTES", 1 << 20)
     for rows in range(200, 1300, 100):          # 11 sizes under 1 MB, each dropped at once: 5.3 MB
-        pool.empty((rows, 200), np.float32)
+        a = pool.empty((rows, 200), np.float32)
+        used, free = pool.pooled_bytes()
+        assert used == a.base.nbytes and free <= 1 << 20
+        del a
+    assert pool.pooled_bytes()[1] > 0
+
+
+def test_free_blocks_beyond_the_bound_go_back_at_the_next_allocation(pool, monkeypatch):
+    monkeypatch.setattr(pool, "POOL_MAX_FREE_BYTES", 1 << 20)
+    alive = [pool.empty((500, 200), np.float32) for _ in range(6)]   # 6 x 400 KB, all in use
+    del alive
+    assert pool.pooled_bytes() == (0, 6 * pool._blocks[0].nbytes)
+    kept = pool.empty((500, 200), np.float32)                          # a hit: reuses one block
     used, free = pool.pooled_bytes()
-    assert used == 0 and 0 < free <= 1 << 20
-    kept = pool.empty((500, 200), np.float32)
-    assert pool.pooled_bytes()[0] == kept.base.nbytes
+    assert used == kept.base.nbytes and free <= 1 << 20
+
+
+def test_threads_never_share_a_block(pool):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fill(k):
+        arrays = []
+        for _ in range(50):
+            a = pool.empty(LARGE, np.float32)
+            a.fill(k)
+            arrays.append(a)
+            if len(arrays) > 3:
+                arrays.pop(0)
+            assert all(np.all(b == k) for b in arrays)
+        return True
+
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(fill, range(4)))

@@ -284,10 +284,10 @@ def test_forked_child_runs_after_parent_used_threads():
 
 
 @pytest.mark.parametrize("K,M,N,p0,p1", [(1, 1, 32, 0, 1), (7, 5, 64, 0, 2), (300, 13, 96, 1, 3),
-                                         (600, 64, 128, 0, 4), (257, 9, 64, 0, 1)])
+                                         (600, 64, 128, 0, 4), (257, 9, 64, 0, 1), (0, 5, 64, 0, 2)])
 def test_weight_gradient_product(K, M, N, p0, p1):
     # gemm_tn: c[:, panels p0..p1] = a^T b in blocks of 256 values of k, M not a multiple of 8;
-    # the other panels of c are left alone, a may be a strided view.
+    # the other panels of c are left alone, a may be a strided view; K = 0 gives zeros.
     from lstmkit.kernels.core import gemm_tn, gemm_tn_scratch
     rng = np.random.default_rng(K + M)
     a = rng.standard_normal((K, M + 3)).astype(np.float32)[:, 1:M + 1]
@@ -314,3 +314,103 @@ def test_arbitrary_strides_on_length_one_axes():
         assert rel_error(ours[name], theirs[name]) < 1e-12, name
     h, c = fast.lstm_step(odd(x[0]), odd(h0), odd(c0), W, U, b)
     assert rel_error(h, ref.lstm_step(x[0], h0, c0, W, U, b)[0]) < 1e-12
+
+
+@pytest.mark.parametrize("M,K,N,width,accumulate", [(300, 512, 64, 32, False), (300, 512, 64, 32, True),
+                                                    (13, 40, 96, 32, True), (3, 40, 256, 128, False),
+                                                    (1, 7, 128, 128, True), (9, 0, 32, 32, False)])
+def test_packed_product(M, K, N, width, accumulate):
+    # packed_gemm: c (+)= a @ U on U packed in panels of `width` columns; 8-row tiles over blocks
+    # of rows (300 x 512: three blocks), one-row tiles for a few rows; a strided view of a.
+    from lstmkit.kernels.core import pack, packed_gemm
+    rng = np.random.default_rng(M + K)
+    a = rng.standard_normal((M, K + 5)).astype(np.float32)[:, 2:K + 2]
+    U = rng.standard_normal((K, N)).astype(np.float32)
+    packed = np.empty((N // width, K, width), np.float32)
+    pack(U, packed, False)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    want = a.astype(np.float64) @ U + (c if accumulate else 0)
+    packed_gemm(a, packed, c, accumulate)
+    assert rel_error(c, want) < 1e-5 if K else np.array_equal(c, want)
+    UT = np.ascontiguousarray(U.T)               # the same panels from U^T
+    packed_t = np.empty_like(packed)
+    pack(UT, packed_t, True)
+    assert np.array_equal(packed_t, packed)
+
+
+def test_fast_reciprocal_is_within_one_ulp():
+    from numba import njit
+    from lstmkit.kernels.core import FASTMATH, vrecip, wide_vectors
+
+    @njit(fastmath=FASTMATH, error_model="numpy")
+    def recip(x, out):
+        wide_vectors()                            # allows the reciprocal estimate
+        for j in range(x.shape[0]):
+            out[j] = vrecip(x[j])
+
+    x = np.concatenate([np.geomspace(1e-30, 1e30, 5000), -np.geomspace(1e-3, 1e3, 999), [np.nan]]).astype(np.float32)
+    out = np.empty_like(x)
+    recip(x, out)
+    exact = (1.0 / x.astype(np.float64)).astype(np.float32)
+    ulps = np.abs(out[:-1].view(np.int32).astype(np.int64) - exact[:-1].view(np.int32))
+    assert ulps.max() <= 1 and np.isnan(out[-1])
+
+
+@pytest.fixture
+def kernel_threads():
+    """Run the test under several thread bounds, restoring the machine's after."""
+    yield lstmkit.set_num_threads
+    lstmkit.set_num_threads(os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("T,B,I,H,dtype", [(3, 17, 5, 256, np.float32),    # T B = 51 rows of x W split unevenly
+                                           (4, 32, 8, 64, np.float32),     # 4 row runs of 8 at n = 3: 3 runs
+                                           (2, 16, 3, 256, np.float64)])
+def test_every_thread_count_gives_the_same_numbers(kernel_threads, n, T, B, I, H, dtype):
+    kernel_threads(n)
+    check(T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 0], against_torch=False)
+
+
+def test_concurrent_callers_and_interleaved_caches(kernel_threads):
+    # Two Python threads call the kernels at once with three kernel threads (the pool serves both),
+    # and one thread keeps two forward caches alive before running both backward passes.
+    from concurrent.futures import ThreadPoolExecutor
+    kernel_threads(3)
+    cases = [make_case(3, 24, 5, 128, np.float32, seed=s) for s in range(2)]
+    want = [run(ref, args, grads) for _, args, grads in cases]
+
+    def interleaved(_):
+        fwd = [fast.lstm_forward(*args) for _, args, _ in cases]
+        out = []
+        for (y, (h, c), cache), (_, _, (dy, dh, dc)) in zip(fwd, cases):
+            dx, dW, dU, db, dh0, dc0 = fast.lstm_backward(dy, dh, dc, cache)
+            out.append(dict(y=y, h=h, c=c, dx=dx, dW=dW, dU=dU, db=db, dh0=dh0, dc0=dc0))
+        return out
+
+    with ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(interleaved, range(4)))
+    for got in results:
+        for ours, theirs in zip(got, want):
+            for name in NAMES:
+                assert rel_error(ours[name], theirs[name]) < 1e-5, name
+
+
+def test_a_failing_thread_releases_the_others():
+    # A job that raises before its barrier must not leave the others waiting forever.
+    out = _python("""
+        import numpy as np
+        from lstmkit.kernels import threads
+        from lstmkit.kernels.core import barrier, barrier_array
+        threads.set_num_threads(2)
+        def job(q, sync):
+            if q == 1:
+                raise ArithmeticError("job 1 failed")
+            barrier(sync, q, 1)
+        sync = barrier_array(2)
+        try:
+            threads.run_parallel(job, [(0, sync), (1, sync)], sync)
+        except ArithmeticError as err:
+            print(err)
+    """)
+    assert out.strip() == "job 1 failed"

@@ -11,9 +11,11 @@ it: every view of a block (reshapes and slices included) keeps the block as its 
 block's reference count tells whether anything still uses it. Arrays returned to callers are
 ordinary arrays that keep their block busy for as long as they live.
 
-Every array starts on a 128-byte boundary: threads that write neighbouring blocks of rows then
-share no cache line (nor the pair of lines the L2 prefetcher fetches together).
+Every array starts on a 128-byte boundary, so threads that write neighbouring blocks of rows
+share no cache line (nor the pair of lines the L2 prefetcher fetches together) whenever a row
+is a whole number of 128-byte pairs (float32 rows of a multiple of 32 values).
 """
+import os
 import sys
 import threading
 
@@ -21,7 +23,7 @@ import numpy as np
 
 ALIGN = 128                     # bytes
 POOL_MIN_BYTES = 1 << 17        # smaller arrays come from malloc, which reuses them without faults
-POOL_MAX_FREE_BYTES = 1 << 29   # free blocks beyond this go back to the system as new ones are made
+POOL_MAX_FREE_BYTES = 1 << 29   # free blocks beyond this go back to the system at the next allocation
 
 _blocks = []                    # 1-D uint8 arrays owned by the pool
 _lock = threading.Lock()
@@ -46,11 +48,13 @@ def empty(shape, dtype):
         free = _free_blocks()
         fits = [(block_size, k) for block_size, k in free if size <= block_size <= 2 * size]
         if fits:
-            block = _blocks[min(fits)[1]]           # the smallest free block that fits
+            chosen = min(fits)[1]                   # the smallest free block that fits
+            block = _blocks[chosen]
+            free = [(block_size, k) for block_size, k in free if k != chosen]
         else:
-            _release(free, size)
             block = np.empty(size, np.uint8)
             _blocks.append(block)
+        _release(free)
         return _aligned(block, nbytes, shape, dtype)
 
 
@@ -79,14 +83,23 @@ def _free_blocks():
     return [(_blocks[k].nbytes, k) for k in range(len(_blocks)) if _refcount(_blocks, k) <= _FREE_REFS]
 
 
-def _release(free, nbytes):
-    """Drop free blocks, largest first, until those left and a new block of nbytes stay within
+def _release(free):
+    """Drop free blocks (size, index), largest first, until those left hold at most
     POOL_MAX_FREE_BYTES."""
-    total = sum(size for size, _ in free) + nbytes
+    total = sum(size for size, _ in free)
     dropped = set()
     for size, k in sorted(free, reverse=True):
         if total <= POOL_MAX_FREE_BYTES:
             break
         total -= size
         dropped.add(k)
-    _blocks[:] = [block for k, block in enumerate(_blocks) if k not in dropped]
+    if dropped:
+        _blocks[:] = [block for k, block in enumerate(_blocks) if k not in dropped]
+
+
+def _after_fork():
+    global _lock
+    _lock = threading.Lock()   # a fork while another thread held it would leave it held forever
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -191,7 +191,24 @@ def vrecip(typingctx, x):
     return x(x), codegen
 
 
-# --- wide vectors and a packed product for the per-step recurrence --------------------------------
+def vtanh(x):
+    """tanh(x) = 2 / (1 + exp(-2x)) - 1, vectorisable (`vexp`, `vrecip`): use inside compiled loops."""
+    return math.tanh(x)
+
+
+@overload(vtanh, inline="always", fastmath=FASTMATH)
+def _vtanh(x):
+    if isinstance(x, types.Float):
+        one = np.float32(1.0) if x == types.float32 else 1.0
+        two = np.float32(2.0) if x == types.float32 else 2.0
+
+        def tanh(x):
+            return two * vrecip(one + vexp(-two * x)) - one
+        return tanh
+    return None
+
+
+# --- wide vectors and the register-tiled products on packed operands -------------------------------
 
 @intrinsic
 def wide_vectors(typingctx):
@@ -273,7 +290,7 @@ def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_
         builder.cbranch(builder.icmp_signed("<", k0, k1), loop, done)
         builder.position_at_end(loop)
         k = builder.phi(i64)
-        acc = [[builder.phi(vec) for _ in range(nvec)] for _ in range(ROWS)]
+        sums = [[builder.phi(vec) for _ in range(nvec)] for _ in range(ROWS)]
         brow = builder.gep(Bm.data, [builder.add(b_off, builder.mul(k, b_ks))])
         bv = [builder.load(builder.bitcast(builder.gep(brow, [const(width * v)]), vptr), align=4)
               for v in range(nvec)]
@@ -284,14 +301,14 @@ def _tile_codegen(ROWS, COLS, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_
             s = builder.load(builder.gep(arow[r], [kofs]))
             s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
             s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), zero_mask)
-            new.append([builder.call(fma, [s, bv[v], acc[r][v]]) for v in range(nvec)])
+            new.append([builder.call(fma, [s, bv[v], sums[r][v]]) for v in range(nvec)])
         k_next = builder.add(k, const(1))
         k.add_incoming(k0, entry)
         k.add_incoming(k_next, loop)
         for r in range(ROWS):
             for v in range(nvec):
-                acc[r][v].add_incoming(init[r][v], entry)
-                acc[r][v].add_incoming(new[r][v], loop)
+                sums[r][v].add_incoming(init[r][v], entry)
+                sums[r][v].add_incoming(new[r][v], loop)
         builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
         builder.position_at_end(done)
         out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(ROWS)]
@@ -322,43 +339,30 @@ def pack(U, packed, transpose):
                 packed[p, k, j] = U[p * W + j, k] if transpose else U[k, p * W + j]
 
 
-@jit
-def _strides3(x):
-    """(slice stride, row stride) of a 3-D array x in elements; a row stride of at least 1 (NumPy
-    may give any stride to an axis of length 1)."""
-    return x.strides[0] // x.itemsize, max(x.strides[1] // x.itemsize if x.shape[1] > 1 else x.shape[2], 1)
-
-
 PACKED_CHUNK = 1 << 16   # values of a per block of rows in packed_gemm (256 KB float32: stays in L2)
 
 
 @jit
 def packed_gemm(a, packed, c, accumulate):
-    """c[s] (+)= a[s] @ U for every s, a (S, M, K), c (S, M, N), with U given as packed
-    (N/W, K, W) by `pack`: added to c where accumulate, else c[s] = a[s] @ U. Panels of
-    W = 32 columns run in tiles of 8 rows, panels of W = 128 one row at a time (for M under 8,
-    where an 8-row tile would mostly compute rows it throws away).
-
-    Loops: blocks of rows of a (PACKED_CHUNK values, kept in L2) outermost, then panels (kept
-    close while they serve every row of the block), then slices, then rows: with several
-    slices each panel is read from memory once for all of them (x_t W over all steps of a few
-    rows reads W once)."""
-    S, M, K = a.shape
+    """c (M, N) (+)= a (M, K) @ U, with U given as packed (N/W, K, W) by `pack`: added to c where
+    accumulate, else c = a @ U. Panels of W = 32 columns run in tiles of 8 rows, panels of
+    W = 128 one row at a time (for M under 8, where an 8-row tile would mostly compute rows it
+    throws away). Blocks of rows of a (PACKED_CHUNK values, kept in L2) are the outer loop, so
+    that each panel, read once per block, serves all the rows of the block."""
+    M, K = a.shape
     P, _, W = packed.shape
-    (sa, lda), (sc, ldc) = _strides3(a), _strides3(c)
+    lda, ldc = leading_dim(a), leading_dim(c)
     chunk = max(TILE_ROWS, PACKED_CHUNK // max(K, 1) // TILE_ROWS * TILE_ROWS)
     for m0 in range(0, M, chunk):
         m1 = min(M, m0 + chunk)
         for p in range(P):
-            for s in range(S):
-                if W == TILE_COLS:
-                    for r0 in range(m0, m1, TILE_ROWS):
-                        _tile(a, s * sa + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
-                              c, s * sc + r0 * ldc + p * W, ldc, 0, K, accumulate)
-                else:
-                    for r in range(m0, m1):
-                        _row(a, s * sa + r * lda, lda, 1, 1, packed, p * K * W, W,
-                             c, s * sc + r * ldc + p * W, ldc, 0, K, accumulate)
+            if W == TILE_COLS:
+                for r0 in range(m0, m1, TILE_ROWS):
+                    _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
+                          c, r0 * ldc + p * W, ldc, 0, K, accumulate)
+            else:
+                for r in range(m0, m1):
+                    _row(a, r * lda, lda, 1, 1, packed, p * K * W, W, c, r * ldc + p * W, ldc, 0, K, accumulate)
 
 
 GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1
@@ -431,7 +435,7 @@ def _store_release(typingctx, arr, idx, value):
 
 @intrinsic
 def _spin_pause(typingctx):
-    """A spin-wait hint (x86 `pause`) and, with yield_now, the rest of the time slice given up."""
+    """A spin-wait hint (x86 `pause`; nothing elsewhere)."""
     def codegen(context, builder, signature, args):
         if platform.machine().lower() in ("x86_64", "amd64", "i686"):
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
@@ -457,7 +461,7 @@ SPINS_BEFORE_YIELD = 1000
 
 def barrier_array(parts):
     """The shared state of `barrier` for `parts` threads, zeroed."""
-    return np.zeros(parts * SYNC_STRIDE, np.int64)
+    return buffers.zeros(parts * SYNC_STRIDE, np.int64)    # aligned: each slot on its own line
 
 
 @jit

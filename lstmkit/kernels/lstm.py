@@ -1,8 +1,8 @@
 """The fast LSTM: same functions, signatures and results as `lstmkit.cells.lstm`, compiled.
 
-Threads split the batch rows (`_row_runs`): rows never meet inside a layer, so each thread runs
-every step of its own rows without waiting for another. Each call starts one compiled function
-per thread, once: no Python, no allocation and no thread start inside the time loop.
+Threads split the batch rows (`_runs`): rows never meet inside a layer, so inside the time loop
+each thread runs every step of its own rows without waiting for another. Each call starts one
+compiled function per thread, once: no Python, no allocation and no thread start per step.
 
 forward   x_t W for all steps, each thread a block of the T B rows (`core.packed_gemm` on W
           packed into column panels up to I = 512, BLAS beyond), one barrier (a thread's batch
@@ -31,7 +31,7 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier, barrier_array, gemm, gemm_tn,
-                                  gemm_tn_scratch, jit, pack, packed_gemm, vexp, vrecip, wide_vectors)
+                                  gemm_tn_scratch, jit, pack, packed_gemm, vexp, vrecip, vtanh, wide_vectors)
 
 threads.apply_env()
 
@@ -47,9 +47,9 @@ def _activate(z, scale, shift):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, parts, r0, r1):
-    """Thread q of `parts`: its share of the rows of x W for all steps, then (after a barrier)
-    the recurrence of its batch rows r0:r1. x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed
+def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, r0, r1):
+    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
+    barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed
     (4H/w, I or H, w) or empty to use BLAS; scale, shift (4H,) from `_gate_affine`; lengths (B,)
     int64; sync from `core.barrier_array`. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and
     gates (T, B, 4H) with i, f, (g+1)/2, o (g = tanh kept as the sigmoid it is computed from).
@@ -59,18 +59,15 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
     T, B, G = gates.shape
     H = G // 4
     one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
-    x3, g3 = x.reshape(1, T * B, x.shape[2]), gates.reshape(1, T * B, G)   # x_t W for every t at once
-    k0, k1 = q * T * B // parts // TILE_ROWS * TILE_ROWS, (q + 1) * T * B // parts // TILE_ROWS * TILE_ROWS
-    if q == parts - 1:
-        k1 = T * B
+    x2, g2 = x.reshape(T * B, x.shape[2]), gates.reshape(T * B, G)     # x_t W for every t at once
     if Wp.shape[0]:
-        packed_gemm(x3[:, k0:k1], Wp, g3[:, k0:k1], False)
+        packed_gemm(x2[k0:k1], Wp, g2[k0:k1], False)
     else:
-        gemm(x3[0, k0:k1], W, g3[0, k0:k1], 0.0, False, False)
+        gemm(x2[k0:k1], W, g2[k0:k1], 0.0, False, False)
     barrier(sync, q, 1)                                      # the recurrence reads every step's rows
     for t in range(T):
         if Up.shape[0]:                                      # z_t = x_t W + h_{t-1} U
-            packed_gemm(hs[t:t + 1, r0:r1], Up, gates[t:t + 1, r0:r1], True)
+            packed_gemm(hs[t][r0:r1], Up, gates[t][r0:r1], True)
         else:
             gemm(hs[t][r0:r1], U, gates[t][r0:r1], 1.0, False, False)
         for r in range(r0, r1):
@@ -87,7 +84,7 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
             for j in range(H):
                 cn[j] = f[j] * cp[j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
             for j in range(H):
-                th[j] = two * vrecip(one + vexp(-two * cn[j])) - one  # tanh(C_t)
+                th[j] = vtanh(cn[j])                                  # tanh(C_t)
             for j in range(H):
                 hn[j] = o[j] * th[j]                                  # h_t = o tanh(C_t)
             for j in range(H):
@@ -96,14 +93,14 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
 
 @jit
 def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, ap, bp,
-                   sync, q, parts, r0, r1):
-    """Thread q of `parts`: BPTT over its rows r0:r1, then its share of the large products.
+                   sync, q, r0, r1, k0, k1, c0, c1):
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
+    k0:k1 of dx and columns c0:c1 of dW and dU (multiples of 32 for `core.gemm_tn`).
     dy (T, B, H); dh, dc (B, H) carry the state gradients and end as dh0, dc0; gates, hs, cs,
     tanh_c from forward; UTp U^T packed (H/w, 4H, w) or empty to use BLAS; ap, bp scratch for
     `core.gemm_tn`, or ap empty to use BLAS for the weight gradients. Fills dz (T, B, 4H),
-    accumulates db (4H,) (float64, this thread's own) and fills its share of dx (T, B, I) (rows),
-    dW (I, 4H) and dU (H, 4H) (column panels). Each pass reads and writes few arrays so that it
-    vectorises."""
+    accumulates db (4H,) (float64, this thread's own) and fills its share of dx (T, B, I),
+    dW (I, 4H) and dU (H, 4H). Each pass reads and writes few arrays so that it vectorises."""
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
@@ -137,21 +134,17 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
             for j in range(G):
                 db[j] += d[j]
         if UTp.shape[0]:                                           # dh_{t-1} = dz_t U^T (+ frozen)
-            packed_gemm(dz[t:t + 1, r0:r1], UTp, dh.reshape(1, B, H)[:, r0:r1], True)
+            packed_gemm(dz[t][r0:r1], UTp, dh[r0:r1], True)
         else:
             gemm(dz[t][r0:r1], U, dh[r0:r1], 1.0, False, True)
     barrier(sync, q, 1)                                  # the products below read every row of dz
     I = x.shape[2]
     dz2, x2, h2 = dz.reshape(T * B, G), x.reshape(T * B, I), hs[:T].reshape(T * B, H)
-    k0, k1 = q * T * B // parts, (q + 1) * T * B // parts
     gemm(dz2[k0:k1], W, dx.reshape(T * B, I)[k0:k1], 0.0, False, True)   # dx = dz W^T
     if ap.shape[0]:                                        # dW = x^T dz, dU = h_{t-1}^T dz
-        panels = G // TILE_COLS
-        p0, p1 = q * panels // parts, (q + 1) * panels // parts
-        gemm_tn(x2, dz2, dW, p0, p1, ap, bp)
-        gemm_tn(h2, dz2, dU, p0, p1, ap, bp)
+        gemm_tn(x2, dz2, dW, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)
+        gemm_tn(h2, dz2, dU, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)
     else:
-        c0, c1 = q * G // parts, (q + 1) * G // parts
         gemm(x2, dz2[:, c0:c1], dW[:, c0:c1], 0.0, True, False)
         gemm(h2, dz2[:, c0:c1], dU[:, c0:c1], 0.0, True, False)
 
@@ -169,9 +162,10 @@ def _batch_parts(B, H, dtype):
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
 
 
-def _row_runs(B, parts):
-    """parts runs (r0, r1) covering the batch rows 0..B."""
-    return [(q * B // parts, (q + 1) * B // parts) for q in range(parts)]
+def _runs(n, parts, multiple=1):
+    """parts runs (lo, hi) covering 0..n, their bounds multiples of `multiple` but the last."""
+    bounds = [q * n // parts // multiple * multiple for q in range(parts)] + [n]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _packed(U, rows, transpose):
@@ -184,7 +178,12 @@ def _packed(U, rows, transpose):
         packed = buffers.empty((N // width, K, width), U.dtype)
         pack(U, packed, transpose)
         return packed
-    return np.empty((0, 0, TILE_COLS), U.dtype)
+    return _use_blas(U.dtype)
+
+
+def _use_blas(dtype):
+    """The empty packed array that tells a compiled part to use BLAS for a product."""
+    return np.empty((0, 0, TILE_COLS), dtype)
 
 
 def _gate_affine(b):
@@ -211,7 +210,7 @@ def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
         for j in range(H):
             cn[j] = zr[H + j] * cp[j] + zr[j] * (two * zr[2 * H + j] - one)
         for j in range(H):
-            hn[j] = zr[3 * H + j] * (two * vrecip(one + vexp(-two * cn[j])) - one)
+            hn[j] = zr[3 * H + j] * vtanh(cn[j])
 
 
 # --- argument checks and the public functions ----------------------------------------------------
@@ -270,12 +269,13 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     y = buffers.empty((T, B, H), dtype)
     scale, shift = _gate_affine(b)
     parts = _batch_parts(B, H, dtype)
-    Wp = _packed(W, T * B, False) if I <= PROJECTION_TILE_MAX_I else np.empty((0, 0, TILE_COLS), dtype)
+    Wp = _packed(W, T * B, False) if I <= PROJECTION_TILE_MAX_I else _use_blas(dtype)
     Up = _packed(U, B // parts, False)
     sync = barrier_array(parts)
     threads.blas_single()
-    threads.run_parallel(_forward_part, [(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lens, sync, q,
-                                          parts, r0, r1) for q, (r0, r1) in enumerate(_row_runs(B, parts))])
+    threads.run_parallel(_forward_part, [
+        (x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lens, sync, q, k0, k1, r0, r1)
+        for q, ((k0, k1), (r0, r1)) in enumerate(zip(_runs(T * B, parts, TILE_ROWS), _runs(B, parts)))], sync)
     cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
 
@@ -291,7 +291,7 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     H = U.shape[0]
     dtype = x.dtype
     dy = _as(dy, dtype, (T, B, H), "dy")
-    dh, dc = buffers.zeros((B, H), dtype), buffers.zeros((B, H), dtype)   # aligned: no two threads share a line
+    dh, dc = buffers.zeros((B, H), dtype), buffers.zeros((B, H), dtype)   # threads write their own rows
     if dh_T is not None:
         dh[...] = _as(dh_T, dtype, (B, H), "dh_T")
     if dc_T is not None:
@@ -303,14 +303,16 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     parts = _batch_parts(B, H, dtype)
     db = buffers.zeros((parts, 4 * H), np.float64)   # one row per run, so no two threads add to one
     UTp = _packed(U, B // parts, True)
-    aligned = dtype == np.float32 and H % TILE_COLS == 0
-    panels = 4 * H // TILE_COLS if aligned else 0
+    tn = dtype == np.float32 and H % TILE_COLS == 0   # weight gradients by gemm_tn, else BLAS
+    cols = _runs(4 * H, parts, TILE_COLS if tn else 1)
     sync = barrier_array(parts)
     threads.blas_single()
     threads.run_parallel(_backward_part, [
         (x, W, U, UTp, dy, dh, dc, gates, cache["hs"], cache["cs"], cache["tanh_c"], cache["lengths"], dz, dx,
-         dW, dU, db[q], *gemm_tn_scratch(max(I, H) if aligned else 0, -(-panels // parts), dtype), sync, q, parts,
-         r0, r1) for q, (r0, r1) in enumerate(_row_runs(B, parts))])
+         dW, dU, db[q], *gemm_tn_scratch(max(I, H) if tn else 0, (c1 - c0) // TILE_COLS, dtype), sync, q,
+         r0, r1, k0, k1, c0, c1)
+        for q, ((r0, r1), (k0, k1), (c0, c1)) in enumerate(zip(_runs(B, parts), _runs(T * B, parts, TILE_ROWS),
+                                                                cols))], sync)
     return dx, dW, dU, db.sum(axis=0).astype(dtype), dh, dc
 
 

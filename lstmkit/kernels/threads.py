@@ -23,9 +23,18 @@ _bound = None      # the n of set_num_threads, or None for the BLAS default
 _limits = None     # the threadpoolctl limiter in force, kept so the setting lasts
 _blas = None       # threadpoolctl controllers of every BLAS library loaded in the process
 _single = False    # whether _blas has been set to one thread since the last set_num_threads
-_pool = None       # the kernel threads (bound - 1 of them; the caller's thread is the last)
+_pool = None       # the kernel threads (bound - 1 of them; the caller's thread runs a share too)
 _pool_pid = None   # the process that made _pool
+_pool_size = 0     # its number of threads
 _submit = threading.Lock()   # one caller's jobs enter the pool's queue together
+
+
+def _after_fork():
+    global _submit
+    _submit = threading.Lock()   # a fork while another thread held it would leave it held forever
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def set_num_threads(n):
@@ -37,9 +46,10 @@ def set_num_threads(n):
     from threadpoolctl import threadpool_limits
     _limits = threadpool_limits(limits=n, user_api="blas")
     _bound, _single = n, False
-    if _pool is not None:           # a new pool of the new size at next use
-        _pool.shutdown(wait=False)
-        _pool = None
+    with _submit:
+        if _pool is not None:       # a new pool of the new size at next use
+            _pool.shutdown(wait=False)
+            _pool = None
     return n
 
 
@@ -75,25 +85,40 @@ def blas_single():
         _single = True
 
 
-def run_parallel(fn, jobs):
+def run_parallel(fn, jobs, sync=None):
     """Run fn(*args) for every args in jobs side by side: the first on the calling thread, the
     others on the kernel thread pool (at most bound - 1 threads). The compiled kernels release
     the GIL, so these are truly parallel; idle pool threads sleep on a queue, never spin.
 
-    Jobs that meet at a barrier must all run at once: one caller's jobs enter the queue
-    together, so that two callers' jobs never hold the pool's threads waiting for each other."""
-    global _pool, _pool_pid
-    if len(jobs) > 1 and (_pool is None or _pool_pid != os.getpid()):
-        from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=max(1, get_num_threads() - 1), thread_name_prefix="lstmkit")
-        _pool_pid = os.getpid()     # a forked child makes its own pool: the parent's threads are gone
+    Jobs that meet at a barrier (`sync`, from `core.barrier_array`) must all run at once: the pool
+    has a thread for each (it grows if the bound fell since the jobs were planned) and one
+    caller's jobs enter its queue together. If a job fails, every barrier in `sync` is released,
+    so that the others finish (on garbage), and the error is raised."""
+    global _pool, _pool_pid, _pool_size
     with _submit:
-        futures = [_pool.submit(fn, *args) for args in jobs[1:]]
+        if len(jobs) > 1 and (_pool is None or _pool_pid != os.getpid() or _pool_size < len(jobs) - 1):
+            from concurrent.futures import ThreadPoolExecutor
+            _pool_size = max(get_num_threads() - 1, len(jobs) - 1)
+            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="lstmkit")
+            _pool_pid = os.getpid()     # a forked child makes its own pool: the parent's threads are gone
+        futures = [_pool.submit(_released_on_error, fn, args, sync) for args in jobs[1:]]
     try:
-        fn(*jobs[0])
+        _released_on_error(fn, jobs[0], sync)
     finally:
         for f in futures:
             f.result()
+
+
+def _released_on_error(fn, args, sync):
+    try:
+        fn(*args)
+    except BaseException:
+        if sync is not None:
+            sync[:] = _RELEASED     # every barrier step is passed
+        raise
+
+
+_RELEASED = 1 << 62
 
 
 def apply_env():
