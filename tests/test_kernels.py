@@ -66,7 +66,8 @@ def check(T, B, I, H, dtype, seed, lengths=None, against_torch=True):
                                      (2, 16, 3, 256), (3, 3, 2, 512),   # batch split among threads
                                      (40, 9, 5, 32),   # weight gradients over several k blocks
                                      (6, 1, 7, 128), (3, 5, 4, 32),   # one-row product, batch < 8
-                                     (2, 3, 520, 32)])   # x W by BLAS (I > 512)
+                                     (2, 3, 520, 32),    # x W by BLAS (I > 512)
+                                     (2, 16, 3, 288)])   # dz_t U^T in blocks of k (4H > 1024)
 def test_matches_reference_and_torch(T, B, I, H, dtype):
     check(T, B, I, H, dtype, seed=T * 100 + H)
 
@@ -318,10 +319,12 @@ def test_arbitrary_strides_on_length_one_axes():
 
 @pytest.mark.parametrize("M,K,N,width,accumulate", [(300, 512, 64, 32, False), (300, 512, 64, 32, True),
                                                     (13, 40, 96, 32, True), (3, 40, 256, 128, False),
-                                                    (1, 7, 128, 128, True), (9, 0, 32, 32, False)])
+                                                    (1, 7, 128, 128, True), (9, 0, 32, 32, False),
+                                                    (20, 1100, 64, 32, False), (3, 1100, 128, 128, True)])
 def test_packed_product(M, K, N, width, accumulate):
     # packed_gemm: c (+)= a @ U on U packed in panels of `width` columns; 8-row tiles over blocks
-    # of rows (300 x 512: three blocks), one-row tiles for a few rows; a strided view of a.
+    # of rows (300 x 512: three blocks) and of k (K = 1100: three), one-row tiles for a few rows;
+    # a strided view of a.
     from lstmkit.kernels.core import pack, packed_gemm
     rng = np.random.default_rng(M + K)
     a = rng.standard_normal((M, K + 5)).astype(np.float32)[:, 2:K + 2]

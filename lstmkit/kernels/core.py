@@ -340,6 +340,7 @@ def pack(U, packed, transpose):
 
 
 PACKED_CHUNK = 1 << 16   # values of a per block of rows in packed_gemm (256 KB float32: stays in L2)
+PACKED_DEPTH = 512       # values of k per block in packed_gemm when K is over twice that
 
 
 @jit
@@ -347,22 +348,27 @@ def packed_gemm(a, packed, c, accumulate):
     """c (M, N) (+)= a (M, K) @ U, with U given as packed (N/W, K, W) by `pack`: added to c where
     accumulate, else c = a @ U. Panels of W = 32 columns run in tiles of 8 rows, panels of
     W = 128 one row at a time (for M under 8, where an 8-row tile would mostly compute rows it
-    throws away). Blocks of rows of a (PACKED_CHUNK values, kept in L2) are the outer loop, so
-    that each panel, read once per block, serves all the rows of the block."""
+    throws away). Loops: blocks of rows of a (PACKED_CHUNK values, kept in L2), then blocks of
+    PACKED_DEPTH values of k when K is long (dz_t U^T at H = 1024 has K = 4096: a whole panel,
+    512 KB, would not stay in L2 while its rows are done), then panels, then rows."""
     M, K = a.shape
     P, _, W = packed.shape
     lda, ldc = leading_dim(a), leading_dim(c)
-    chunk = max(TILE_ROWS, PACKED_CHUNK // max(K, 1) // TILE_ROWS * TILE_ROWS)
+    depth = K if K <= 2 * PACKED_DEPTH else PACKED_DEPTH
+    chunk = max(TILE_ROWS, PACKED_CHUNK // max(depth, 1) // TILE_ROWS * TILE_ROWS)
     for m0 in range(0, M, chunk):
         m1 = min(M, m0 + chunk)
-        for p in range(P):
-            if W == TILE_COLS:
-                for r0 in range(m0, m1, TILE_ROWS):
-                    _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
-                          c, r0 * ldc + p * W, ldc, 0, K, accumulate)
-            else:
-                for r in range(m0, m1):
-                    _row(a, r * lda, lda, 1, 1, packed, p * K * W, W, c, r * ldc + p * W, ldc, 0, K, accumulate)
+        for k0 in range(0, max(K, 1), max(depth, 1)):
+            k1 = min(K, k0 + depth)
+            acc = accumulate or k0 > 0
+            for p in range(P):
+                if W == TILE_COLS:
+                    for r0 in range(m0, m1, TILE_ROWS):
+                        _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
+                              c, r0 * ldc + p * W, ldc, k0, k1, acc)
+                else:
+                    for r in range(m0, m1):
+                        _row(a, r * lda, lda, 1, 1, packed, p * K * W, W, c, r * ldc + p * W, ldc, k0, k1, acc)
 
 
 GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1
