@@ -1,6 +1,6 @@
-"""The reference GRU and tanh RNN against finite differences, torch.nn.GRU / torch.nn.RNN, and
-values derived by hand. Both cells carry one state h, so they share every test but their golden
-values; the LSTM (two states) has its own module."""
+"""The GRU (reference and compiled) and the tanh RNN against finite differences, torch.nn.GRU /
+torch.nn.RNN, and values derived by hand. The cells carry one state h, so they share every test
+but their golden values; the LSTM (two states) has its own modules."""
 import math
 from types import SimpleNamespace
 
@@ -10,12 +10,15 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from lstmkit.cells import gru, rnn
+from lstmkit.kernels import gru as fast_gru
 from oracle import assert_matches, grad_error, numerical_grad, rnn_weights_from_torch, run_torch_rnn, torch_dtype, torch_grads
 
 CELLS = {
     # b (2, 3H) = b_ih, b_hh for the GRU (the reset gate scales b_hn); b (H,) = b_ih + b_hh for the RNN
     "gru": SimpleNamespace(forward=gru.gru_forward, backward=gru.gru_backward, step=gru.gru_step,
                            module=lambda I, H: torch.nn.GRU(I, H), sum_biases=False),
+    "gru_fast": SimpleNamespace(forward=fast_gru.gru_forward, backward=fast_gru.gru_backward, step=fast_gru.gru_step,
+                                module=lambda I, H: torch.nn.GRU(I, H), sum_biases=False),
     "rnn": SimpleNamespace(forward=rnn.rnn_forward, backward=rnn.rnn_backward, step=rnn.rnn_step,
                            module=lambda I, H: torch.nn.RNN(I, H, nonlinearity="tanh"), sum_biases=True),
 }
@@ -124,16 +127,16 @@ def test_wrong_shapes_raise_value_error(cell):
     _, (x, W, U, b, h0), _ = make_case(cell, 3, 2, 3, 4, np.float64, seed=6)
     with pytest.raises(ValueError, match="time-major"):
         forward(x[0], W, U, b)
-    with pytest.raises(ValueError, match="W must be"):
+    with pytest.raises(ValueError, match="W must (be|have shape)"):
         forward(x, W[:2], U, b)
     with pytest.raises(ValueError, match="U must be"):
         forward(x, W, U[:, :3], b)
     with pytest.raises(ValueError, match="b must have shape"):
         forward(x, W, U, b[..., :3])
-    if cell == "gru":                # the GRU keeps b_ih and b_hh apart: a summed bias is refused
+    if cell != "rnn":                # the GRU keeps b_ih and b_hh apart: a summed bias is refused
         with pytest.raises(ValueError, match="b must have shape"):
             forward(x, W, U, b.sum(axis=0))
-    with pytest.raises(ValueError, match="h0 must be"):
+    with pytest.raises(ValueError, match="h0 must (be|have shape)"):
         forward(x, W, U, b, h0.T)
     with pytest.raises(ValueError, match="lengths"):
         forward(x, W, U, b, h0, lengths=[4, 1])
@@ -141,14 +144,39 @@ def test_wrong_shapes_raise_value_error(cell):
         forward(x, W, U, b, h0, lengths=[1, -1])
 
 
-def test_gru_golden_values_from_constant_weights():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T,B,I,H,lengths", [
+    (6, 9, 5, 32, None), (4, 16, 8, 24, None),        # packed 8 x 32 tiles; H not a multiple of 32
+    (2, 16, 3, 256, None), (4, 32, 8, 64, None),      # batch rows split among the threads
+    (3, 17, 5, 256, [3] * 15 + [1, 2]),               # ... unevenly, with lengths
+    (6, 1, 7, 128, None), (3, 5, 4, 32, [3, 1, 2, 3, 1]),   # one-row tiles (batch < 8)
+    (2, 3, 520, 32, None), (2, 16, 3, 288, None)])    # x W by BLAS; dh U^T in blocks of k
+def test_fast_gru_at_kernel_shapes(T, B, I, H, lengths, dtype):
+    check_against_torch("gru_fast", T, B, I, H, dtype, seed=T * 100 + H, lengths=lengths)
+
+
+@pytest.mark.parametrize("B,H", [(3, 5), (17, 256)])
+def test_fast_gru_zero_length_matches_reference(B, H):
+    # torch refuses empty sequences; a sequence of length 0 keeps h0 and passes dh straight through.
+    _, (x, W, U, b, h0), (dy, dh) = make_case("gru", 3, B, 4, H, np.float32, seed=B)
+    lengths = [0] + [3] * (B - 1)
+    y, hT, cache = fast_gru.gru_forward(x, W, U, b, h0, lengths=lengths)
+    ry, rhT, rcache = gru.gru_forward(x, W, U, b, h0, lengths=lengths)
+    got = [y, hT, *fast_gru.gru_backward(dy, dh, cache)]
+    want = [ry, rhT, *gru.gru_backward(dy, dh, rcache)]
+    assert_matches([(str(k), a, w) for k, (a, w) in enumerate(zip(got, want))], np.float32)
+    assert np.all(got[0][:, 0] == 0) and np.array_equal(got[1][0], h0[0]) and np.array_equal(got[-1][0], dh[0])
+
+
+@pytest.mark.parametrize("impl", [gru, fast_gru])
+def test_gru_golden_values_from_constant_weights(impl):
     # I=2, H=2, W=0.1, U=0.2, b_ih=0.1, b_hh=0.3, x_t=[1, 1], h0=0: every unit of a gate is the
     # same number, so the equations reduce to scalars. b_hh != 0 shows that r scales b_hn.
     W = np.full((2, 6), 0.1)
     U = np.full((2, 6), 0.2)
     b = np.stack([np.full(6, 0.1), np.full(6, 0.3)])
     x = np.ones((2, 1, 2))
-    y, hT, _ = gru.gru_forward(x, W, U, b)
+    y, hT, _ = impl.gru_forward(x, W, U, b)
 
     sig = lambda v: 1 / (1 + math.exp(-v))
     a1 = 0.1 * 2 + 0.1 + 0.3                      # x W + b_ih + h0 U + b_hh, h0 = 0

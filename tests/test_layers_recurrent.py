@@ -1,6 +1,5 @@
 """LSTM, GRU and SimpleRNN layers against torch.nn.LSTM/GRU/RNN (batch_first=True) on the same
 weights: outputs, final states and every gradient, with and without padding masks."""
-import importlib.util
 
 import numpy as np
 import pytest
@@ -9,12 +8,11 @@ import torch
 from lstmkit.layers import GRU, LSTM, LAYERS, SimpleRNN
 from oracle import rel_error, rnn_weights_from_torch, to_numpy, torch_dtype, torch_grads
 
-FAST = pytest.mark.skipif(importlib.util.find_spec("lstmkit.kernels.lstm") is None,
-                          reason="fast LSTM kernel not written yet")
 KINDS = [  # layer factory, torch module, whether torch's two biases are summed
     pytest.param(lambda H, **kw: LSTM(H, impl="reference", **kw), torch.nn.LSTM, True, id="lstm-reference"),
-    pytest.param(lambda H, **kw: LSTM(H, impl="fast", **kw), torch.nn.LSTM, True, id="lstm-fast", marks=FAST),
-    pytest.param(GRU, torch.nn.GRU, False, id="gru"),
+    pytest.param(lambda H, **kw: LSTM(H, impl="fast", **kw), torch.nn.LSTM, True, id="lstm-fast"),
+    pytest.param(lambda H, **kw: GRU(H, impl="reference", **kw), torch.nn.GRU, False, id="gru-reference"),
+    pytest.param(GRU, torch.nn.GRU, False, id="gru-fast"),
     pytest.param(SimpleRNN, torch.nn.RNN, True, id="simple_rnn"),
 ]
 
@@ -97,11 +95,12 @@ def test_defaults_and_config(cls):
     np.testing.assert_array_equal(out, state)
     with pytest.raises(ValueError, match=r"initial_state must be a list \[h\]"):
         h.forward(np.ones((1, 2, 2)), initial_state=[np.zeros((1, 3))] * 2)
+    assert layer.impl == ("fast" if cls is GRU else "reference")    # the compiled GRU by default
     with pytest.raises(ValueError, match="impl must be one of"):
-        cls(3, impl="fast")
+        cls(3, impl="cuda" if cls is GRU else "fast")
 
 
-@pytest.mark.parametrize("impl", ["reference", pytest.param("fast", marks=FAST)])
+@pytest.mark.parametrize("impl", ["reference", "fast"])
 def test_stack_of_lstm_layers_matches_multilayer_torch_lstm(impl):
     B, T, I, H = 2, 4, 3, 5
     torch.manual_seed(3)

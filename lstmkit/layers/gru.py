@@ -1,7 +1,7 @@
-"""The GRU layer: Keras's GRU (reset_after=True) on the reference GRU cell, in PyTorch's layout."""
+"""The GRU layer: Keras's GRU (reset_after=True) on lstmkit's GRU kernels (fast or reference), in
+PyTorch's layout."""
 import numpy as np
 
-from lstmkit.cells import gru as cell
 from lstmkit.layers.recurrent import Recurrent
 
 
@@ -11,11 +11,12 @@ class GRU(Recurrent):
     Weights, in get_weights() order: kernel W (features, 3*units) Glorot-uniform, recurrent_kernel
     U (units, 3*units) orthogonal, bias (2, 3*units) zero = [b_ih; b_hh]. Gate blocks r, z, n as
     torch.nn.GRU (Keras orders them z, r, h; the equations are those of Keras's reset_after=True).
-    The state is [h]. Options (return_sequences, return_state, stateful, dropout, masks): see
-    layers.recurrent.
+    The state is [h]. impl "fast" (compiled) or "reference" (plain NumPy). Options
+    (return_sequences, return_state, stateful, dropout, masks): see layers.recurrent.
     """
     gates = 3
-    cell_forward, cell_backward = staticmethod(cell.gru_forward), staticmethod(cell.gru_backward)
+    impls = ("fast", "reference")
+    cell = "gru"
 
     def initial_bias(self):
         return np.zeros((2, 3 * self.units))

@@ -1,7 +1,6 @@
 """The LSTM layer: Keras's LSTM on top of lstmkit's LSTM kernels (fast or reference)."""
 import numpy as np
 
-from lstmkit.kernels import lstm_ops
 from lstmkit.layers.recurrent import Recurrent
 
 
@@ -16,16 +15,7 @@ class LSTM(Recurrent):
     gates = 4
     state_names = ("h", "c")
     impls = ("fast", "reference")
-
-    def ops(self):
-        """The kernel module for self.impl (lstm_forward, lstm_backward, lstm_step)."""
-        try:
-            return lstm_ops(self.impl)
-        except ModuleNotFoundError as err:
-            if err.name != "lstmkit.kernels.lstm":
-                raise
-            raise ValueError("the fast LSTM kernel (lstmkit.kernels.lstm) is not available: "
-                             "use impl='reference'") from None
+    cell = "lstm"
 
     def initial_bias(self):
         b = np.zeros(4 * self.units)

@@ -21,6 +21,7 @@ This class does the rest, as Keras does:
 """
 import numpy as np
 
+from lstmkit.kernels import kernel_ops
 from lstmkit.layers.base import Layer
 from lstmkit.layers.initializers import glorot_uniform, orthogonal
 
@@ -65,10 +66,21 @@ class Recurrent(Layer):
         self.states = None               # carried final states when stateful
         self.initial_state_grads = None  # dL/d(initial states) after backward
 
-    # what a subclass provides: the cell's functions (as in lstmkit.cells) for a one-state cell, or
-    # its own run_forward and run_backward
+    # what a subclass provides: its cell's name (the functions <cell>_forward, <cell>_backward of
+    # lstmkit.cells.<cell> and, for impl "fast", of lstmkit.kernels.<cell>) and, for more than one
+    # state, its own run_forward and run_backward
 
-    cell_forward = cell_backward = None   # e.g. staticmethod(cells.gru.gru_forward), ...gru_backward
+    cell = None   # "lstm", "gru" or "rnn"
+
+    def ops(self):
+        """The kernel module for self.cell and self.impl."""
+        try:
+            return kernel_ops(self.cell, self.impl)
+        except ModuleNotFoundError as err:
+            if err.name != f"lstmkit.kernels.{self.cell}":
+                raise
+            raise ValueError(f"the fast {self.cell} kernel (lstmkit.kernels.{self.cell}) is not available: "
+                             "use impl='reference'") from None
 
     def initial_bias(self):
         """The bias before training."""
@@ -77,13 +89,16 @@ class Recurrent(Layer):
     def run_forward(self, x, states, lengths):
         """Time-major x (T, B, I), states list of (B, H) -> y (T, B, H), final states list, cache."""
         p = self.params
-        y, h, cache = self.cell_forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], states[0], lengths=lengths)
-        return y, [h], cache
+        ops = self.ops()
+        forward = getattr(ops, f"{self.cell}_forward")
+        y, h, cache = forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], states[0], lengths=lengths)
+        return y, [h], (ops, cache)
 
     def run_backward(self, dy, dstates, cache):
         """dy (T, B, H), dL/d(final states) list -> dx (T, B, I), [dkernel, drecurrent, dbias],
         dL/d(initial states) list."""
-        dx, dW, dU, db, dh0 = self.cell_backward(dy, dstates[0], cache)
+        ops, cache = cache
+        dx, dW, dU, db, dh0 = getattr(ops, f"{self.cell}_backward")(dy, dstates[0], cache)
         return dx, [dW, dU, db], [dh0]
 
     # the shared plumbing

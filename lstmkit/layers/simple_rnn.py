@@ -1,5 +1,4 @@
 """The SimpleRNN layer: Keras's SimpleRNN (tanh) on the reference RNN cell."""
-from lstmkit.cells import rnn as cell
 from lstmkit.layers.recurrent import Recurrent
 
 
@@ -11,4 +10,4 @@ class SimpleRNN(Recurrent):
     (return_sequences, return_state, stateful, dropout, masks): see layers.recurrent.
     """
     gates = 1
-    cell_forward, cell_backward = staticmethod(cell.rnn_forward), staticmethod(cell.rnn_backward)
+    cell = "rnn"

@@ -1,0 +1,221 @@
+"""What the fast LSTM and GRU share: argument checks, how a call's work is split among the threads,
+weights packed for the register tile, the sigmoid pass, and the two large products at either end
+of a sequence.
+
+The split (see `lstmkit.kernels.lstm`): the T B rows of x W in one block per thread, then the
+batch rows of the recurrence in one run per thread, then, in the backward pass, the rows of dx
+and the column panels of the weight gradients in one block per thread.
+"""
+import numpy as np
+
+from lstmkit.kernels import buffers, threads
+from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier_array, gemm, gemm_tn, gemm_tn_scratch, jit, pack,
+                                  packed_gemm, vexp, vrecip, wide_vectors)
+
+PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
+
+
+# --- argument checks ------------------------------------------------------------------------------
+
+def dtype_of(x):
+    dtype = np.asarray(x).dtype
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"x must be float32 or float64, got {dtype}; convert it with x.astype(np.float32)")
+    return dtype
+
+
+def checked(a, dtype, shape, name):
+    """a as a C-contiguous array of dtype, which must have shape."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return a
+
+
+def sequence(x):
+    """x (T, B, I) checked: float32 or float64, C-contiguous, no empty axis."""
+    dtype = dtype_of(x)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"x must be time-major (time, batch, features) with no empty axis, got shape {x.shape}")
+    return x
+
+
+def step_input(x):
+    """x (B, I) of one step, checked: float32 or float64, C-contiguous."""
+    x = np.ascontiguousarray(x, dtype=dtype_of(x))
+    if x.ndim != 2:
+        raise ValueError(f"x must be (batch, features) for one step, got shape {x.shape}")
+    return x
+
+
+def state_grad(d, dtype, shape, name):
+    """The gradient of a final state as a fresh aligned array (zeros for None): BPTT carries it
+    back in place, each thread in its own rows."""
+    out = buffers.zeros(shape, dtype)
+    if d is not None:
+        out[...] = checked(d, dtype, shape, name)
+    return out
+
+
+def weights(W, U, b, I, dtype, gates, bias_shape):
+    """W (I, gates H), U (H, gates H) and b (bias_shape(H)) checked; returns them and H."""
+    U = np.ascontiguousarray(U, dtype=dtype)
+    if U.ndim != 2 or U.shape[1] != gates * U.shape[0] or U.shape[0] == 0:
+        raise ValueError(f"U must be (H, {gates}H) with H >= 1, got shape {U.shape}")
+    H = U.shape[0]
+    return checked(W, dtype, (I, gates * H), "W"), U, checked(b, dtype, bias_shape(H), "b"), H
+
+
+def lengths_of(lengths, T, B):
+    """The lengths (B,) as int64 (all T when None), checked."""
+    if lengths is None:
+        return np.full(B, T, np.int64)
+    lengths = np.asarray(lengths)
+    if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths must be {B} integers (one per sequence), got {lengths!r}")
+    if np.any(lengths < 0) or np.any(lengths > T):
+        raise ValueError(f"lengths must lie in [0, {T}] (the number of time steps), got {lengths.tolist()}")
+    return lengths.astype(np.int64)
+
+
+# --- the split among threads ----------------------------------------------------------------------
+
+def batch_parts(B, H, dtype):
+    """How many threads run the recurrence side by side, each on its own run of batch rows. Each
+    run needs the 8 rows of a packed tile (float32) and enough work to pay for a thread (about
+    0.1 ms to start: >= 0.5 MFLOP per step in all)."""
+    n = threads.get_num_threads()
+    if n == 1 or 8 * B * H * H < 5e5:
+        return 1
+    return max(1, min(n, B // TILE_ROWS) if dtype == np.float32 else min(n, B))
+
+
+def runs(n, parts, multiple=1):
+    """parts runs (lo, hi) covering 0..n, their bounds multiples of `multiple` but the last."""
+    bounds = [q * n // parts // multiple * multiple for q in range(parts)] + [n]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+# --- packed weights -------------------------------------------------------------------------------
+
+def packed(U, rows, transpose):
+    """U (K, N) (or U^T for U (N, K)) packed for `packed_gemm` when that beats BLAS for a product
+    with `rows` rows (float32): 32-column panels for 8 rows or more, 128-column panels for
+    fewer; else (float64, or columns that do not fill the panels) an empty array: use BLAS."""
+    K, N = U.shape[::-1] if transpose else U.shape
+    width = TILE_COLS if rows >= TILE_ROWS else ROW_COLS
+    if U.dtype == np.float32 and N % width == 0:
+        out = buffers.empty((N // width, K, width), U.dtype)
+        pack(U, out, transpose)
+        return out
+    return use_blas(U.dtype)
+
+
+def projection_weights(W, rows):
+    """W packed for x W over `rows` rows, or the BLAS marker beyond PROJECTION_TILE_MAX_I."""
+    return packed(W, rows, False) if W.shape[0] <= PROJECTION_TILE_MAX_I else use_blas(W.dtype)
+
+
+def use_blas(dtype):
+    """The empty packed array that tells a compiled part to use BLAS for a product."""
+    return np.empty((0, 0, TILE_COLS), dtype)
+
+
+def weight_grad_scratch(I, H, cols, dtype):
+    """gemm_tn's scratch for a thread's columns cols = (c0, c1) of the weight gradients, or empty
+    arrays (BLAS) when float64 or H is not a multiple of 32 (`weight_grad_columns` then splits
+    freely)."""
+    tn = dtype == np.float32 and H % TILE_COLS == 0
+    return gemm_tn_scratch(max(I, H) if tn else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
+
+
+def weight_grad_columns(G, H, parts, dtype):
+    """The runs of the G weight-gradient columns the threads take: whole 32-column panels for
+    gemm_tn (float32, H a multiple of 32), else any."""
+    tn = dtype == np.float32 and H % TILE_COLS == 0
+    return runs(G, parts, TILE_COLS if tn else 1)
+
+
+@jit
+def activate(z, scale, shift):
+    """z <- sigmoid(scale * z + shift) in place, one vectorised pass (the LSTM's four gates at once:
+    scale 2 for g, whose tanh is then 2 sigmoid(2z) - 1; the GRU's r and z)."""
+    wide_vectors()
+    one = z.dtype.type(1.0)
+    for j in range(z.shape[0]):
+        z[j] = vrecip(one + vexp(-(scale[j] * z[j] + shift[j])))
+
+
+# --- the calls on the threads ---------------------------------------------------------------------
+
+def forward_on_threads(part, x, W, U, cell_args, lengths):
+    """Run part(x, W, Wp, U, Up, *cell_args, lengths, sync, q, k0, k1, r0, r1) on the threads:
+    thread q projects rows k0:k1 of the T B rows of x W and runs the recurrence of batch rows r0:r1.
+    x (T, B, I), W (I, G), U (H, G)."""
+    T, B, _ = x.shape
+    parts = batch_parts(B, U.shape[0], x.dtype)
+    Wp, Up = projection_weights(W, T * B), packed(U, B // parts, False)
+    sync = barrier_array(parts)
+    threads.blas_single()
+    threads.run_parallel(part, [(x, W, Wp, U, Up, *cell_args, lengths, sync, q, k0, k1, r0, r1)
+                                for q, ((k0, k1), (r0, r1)) in enumerate(zip(runs(T * B, parts, TILE_ROWS),
+                                                                              runs(B, parts)))], sync)
+
+
+def backward_on_threads(part, x, W, U, cell_args, bias_shape):
+    """Run part(x, W, U, UTp, *cell_args, dx, dW, dU, db, ap, bp, sync, q, r0, r1, k0, k1, c0, c1)
+    on the threads: thread q runs BPTT of batch rows r0:r1, then fills rows k0:k1 of dx and
+    columns c0:c1 of dW and dU, and accumulates its own db (float64). Returns dx (T, B, I),
+    dW (I, G), dU (H, G) and db (bias_shape, summed over the threads)."""
+    T, B, I = x.shape
+    H, G = U.shape
+    dtype = x.dtype
+    dx, dW, dU = buffers.empty((T, B, I), dtype), buffers.empty((I, G), dtype), buffers.empty((H, G), dtype)
+    parts = batch_parts(B, H, dtype)
+    db = buffers.zeros((parts, *bias_shape), np.float64)   # one per thread, so no two threads add to one
+    UTp = packed(U, B // parts, True)
+    sync = barrier_array(parts)
+    threads.blas_single()
+    threads.run_parallel(part, [
+        (x, W, U, UTp, *cell_args, dx, dW, dU, db[q], *weight_grad_scratch(I, H, (c0, c1), dtype), sync, q,
+         r0, r1, k0, k1, c0, c1)
+        for q, ((r0, r1), (k0, k1), (c0, c1)) in enumerate(zip(runs(B, parts), runs(T * B, parts, TILE_ROWS),
+                                                                weight_grad_columns(G, H, parts, dtype)))], sync)
+    return dx, dW, dU, db.sum(axis=0).astype(dtype)
+
+
+def sequence_args(x, W, U, b, lengths, gates, bias_shape):
+    """x (T, B, I), W (I, gates H), U (H, gates H), b (bias_shape(H)) and lengths, checked;
+    returns them and H."""
+    x = sequence(x)
+    T, B, I = x.shape
+    W, U, b, H = weights(W, U, b, I, x.dtype, gates, bias_shape)
+    return x, W, U, b, lengths_of(lengths, T, B), H
+
+
+# --- the products at either end of a sequence -----------------------------------------------------
+
+@jit
+def project(x2, W, Wp, out, k0, k1):
+    """out[k0:k1] = x2[k0:k1] @ W: rows k0:k1 of x_t W over all steps, x2 (T B, I), out
+    (T B, G); W packed as Wp or, Wp empty, by BLAS."""
+    if Wp.shape[0]:
+        packed_gemm(x2[k0:k1], Wp, out[k0:k1], False)
+    else:
+        gemm(x2[k0:k1], W, out[k0:k1], 0.0, False, False)
+
+
+@jit
+def weight_grads(x2, h2, dxw2, dhw2, W, dx2, dW, dU, ap, bp, k0, k1, c0, c1):
+    """A thread's share of the gradients of x W and h U over all steps: rows k0:k1 of
+    dx = dxw W^T (T B, I), columns c0:c1 of dW = x^T dxw (I, G) and dU = h_{t-1}^T dhw (H, G).
+    dxw2, dhw2 (T B, G) are the gradients of x_t W and h_{t-1} U (the same array for the LSTM);
+    ap, bp scratch for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use BLAS."""
+    gemm(dxw2[k0:k1], W, dx2[k0:k1], 0.0, False, True)
+    if ap.shape[0]:
+        gemm_tn(x2, dxw2, dW, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)
+        gemm_tn(h2, dhw2, dU, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)
+    else:
+        gemm(x2, dxw2[:, c0:c1], dW[:, c0:c1], 0.0, True, False)
+        gemm(h2, dhw2[:, c0:c1], dU[:, c0:c1], 0.0, True, False)

@@ -1,0 +1,184 @@
+"""The fast GRU: same functions, signatures and results as `lstmkit.cells.gru`, compiled on the
+LSTM's machinery (`lstmkit.kernels.lstm` describes the split among threads and the products):
+x W for all steps in one block of rows per thread, a barrier, the recurrence of each thread's
+batch rows, and in the backward pass, after a barrier, each thread's share of dx, dW and dU.
+See `lstmkit.cells.gru` for the equations (PyTorch's formulation: the reset gate scales
+h_{t-1} U_n + b_hn, so x W and h U stay apart).
+
+Buffers (time-major, as in the reference; from `buffers`, recycled between calls):
+
+    gates (T, B, 3H)  x_t W (no bias), then r, z, n after their nonlinearities
+    hu    (T, B, 3H)  h_{t-1} U (no bias)
+    hs    (T+1, B, H) hs[0] = h0, hs[t+1] = h carried out of step t (frozen past a length)
+    dxw   (T, B, 3H)  gradient of x_t W + b_ih (backward only)
+    dhu   (T, B, 3H)  gradient of h_{t-1} U + b_hh (backward only)
+"""
+import numpy as np
+
+from lstmkit.kernels import buffers, threads
+from lstmkit.kernels.common import (activate, backward_on_threads, checked, forward_on_threads, project, sequence_args,
+                                    state_grad, step_input, weight_grads, weights)
+from lstmkit.kernels.core import barrier, gemm, jit, packed_gemm, vtanh, wide_vectors
+
+threads.apply_env()
+
+
+@jit
+def _gates(a, u, hp, b, rz_shift, ones, hn):
+    """One row of one step: a (3H,) x_t W -> r, z, n in place; u (3H,) h_{t-1} U; hp (H,) h_{t-1};
+    b (2, 3H) the biases, rz_shift (2H,) b_ih + b_hh of r and z, ones (2H,); hn (H,) <- h_t. Each
+    pass reads and writes few arrays so that it vectorises."""
+    wide_vectors()
+    H = hn.shape[0]
+    for j in range(2 * H):
+        a[j] += u[j]
+    activate(a[:2 * H], ones, rz_shift)    # r, z = sigmoid(x W + b_i + h U + b_h)
+    b_ih, b_hh = b[0], b[1]
+    for j in range(H):                     # n = tanh(x W_n + b_in + r * (h U_n + b_hn))
+        a[2 * H + j] = vtanh(a[2 * H + j] + b_ih[2 * H + j] + a[j] * (u[2 * H + j] + b_hh[2 * H + j]))
+    for j in range(H):                     # h_t = (1 - z) n + z h_{t-1}
+        hn[j] = a[2 * H + j] + a[H + j] * (hp[j] - a[2 * H + j])
+
+
+@jit
+def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths, sync, q, k0, k1, r0, r1):
+    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
+    barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed
+    or empty to use BLAS; b (2, 3H), rz_shift and ones (2H,) from `_rz_affine`; lengths (B,) int64.
+    Fills gates with r, z, n, hu, hs, y."""
+    T, B, G = gates.shape
+    project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1)   # x_t W, all t at once
+    barrier(sync, q, 1)                                      # the recurrence reads every step's rows
+    for t in range(T):
+        if Up.shape[0]:                                      # h_{t-1} U
+            packed_gemm(hs[t][r0:r1], Up, hu[t][r0:r1], False)
+        else:
+            gemm(hs[t][r0:r1], U, hu[t][r0:r1], 0.0, False, False)
+        for r in range(r0, r1):
+            hp, hn, yr = hs[t, r], hs[t + 1, r], y[t, r]
+            if t >= lengths[r]:                              # past its length: state frozen, y = 0
+                hn[:] = hp
+                yr[:] = 0.0
+                continue
+            _gates(gates[t, r], hu[t, r], hp, b, rz_shift, ones, hn)
+            yr[:] = hn
+
+
+@jit
+def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx, dW, dU, db, ap, bp,
+                   sync, q, r0, r1, k0, k1, c0, c1):
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
+    k0:k1 of dx and columns c0:c1 of dW and dU. dy (T, B, H); dh (B, H) carries the state
+    gradient and ends as dh0; gates, hu, hs from forward; UTp U^T packed or empty to use BLAS;
+    ap, bp scratch for `core.gemm_tn` or ap empty (BLAS). Fills dxw, dhu (T, B, 3H),
+    accumulates db (2, 3H) (float64, this thread's own) and fills its share of dx (T, B, I),
+    dW (I, 3H) and dU (H, 3H)."""
+    wide_vectors()
+    T, B, G = gates.shape
+    H = G // 3
+    one = gates.dtype.type(1.0)
+    b_hh = b[1]
+    for t in range(T - 1, -1, -1):
+        for r in range(r0, r1):
+            gx, gh = dxw[t, r], dhu[t, r]
+            if t >= lengths[r]:          # no step here: no gradient, dh passes through unchanged
+                gx[:] = 0.0
+                gh[:] = 0.0
+                continue
+            a, u, hp, dhr, dyr = gates[t, r], hu[t, r], hs[t, r], dh[r], dy[t, r]
+            for j in range(H):
+                dhr[j] += dyr[j]                                    # h_t reached y_t and step t+1
+            for j in range(H):                                      # h_t = (1 - z) n + z h_{t-1}
+                n, z = a[2 * H + j], a[H + j]
+                gx[2 * H + j] = dhr[j] * (one - z) * (one - n * n)  # through n = tanh(a_n)
+                gx[H + j] = dhr[j] * (hp[j] - n) * z * (one - z)
+            for j in range(H):                                      # a_n = .. + r (h U_n + b_hn)
+                gx[j] = gx[2 * H + j] * (u[2 * H + j] + b_hh[2 * H + j]) * a[j] * (one - a[j])
+            for j in range(2 * H):
+                gh[j] = gx[j]
+            for j in range(H):
+                gh[2 * H + j] = gx[2 * H + j] * a[j]
+            for j in range(H):
+                dhr[j] *= a[H + j]                                  # directly via z; the product adds dhu U^T
+            for j in range(G):
+                db[0, j] += gx[j]
+                db[1, j] += gh[j]
+        if UTp.shape[0]:                                           # dh_{t-1} += dhu_t U^T
+            packed_gemm(dhu[t][r0:r1], UTp, dh[r0:r1], True)
+        else:
+            gemm(dhu[t][r0:r1], U, dh[r0:r1], 1.0, False, True)
+    barrier(sync, q, 1)                                  # the products below read every row
+    I = x.shape[2]                                       # dx = dxw W^T, dW = x^T dxw, dU = h_{t-1}^T dhu
+    weight_grads(x.reshape(T * B, I), hs[:T].reshape(T * B, H), dxw.reshape(T * B, G), dhu.reshape(T * B, G),
+                 W, dx.reshape(T * B, I), dW, dU, ap, bp, k0, k1, c0, c1)
+
+
+@jit
+def _step(x, h, W, U, b, rz_shift, ones, a, u, h_out):
+    """One step: x (B, I), h (B, H) -> h_out (B, H); a, u (B, 3H) scratch."""
+    gemm(x, W, a, 0.0, False, False)
+    gemm(h, U, u, 0.0, False, False)
+    for r in range(x.shape[0]):
+        _gates(a[r], u[r], h[r], b, rz_shift, ones, h_out[r])
+
+
+def _rz_affine(b):
+    """The shift and scale of the r and z pass: b_ih + b_hh and ones (2H,)."""
+    H = b.shape[1] // 3
+    return b[0, :2 * H] + b[1, :2 * H], np.ones(2 * H, b.dtype)
+
+
+# --- the public functions --------------------------------------------------------------------------
+
+def _bias_shape(H):
+    return (2, 3 * H)
+
+
+def gru_forward(x, W, U, b, h0=None, lengths=None):
+    """Run the GRU over x (T, B, I).
+
+    Returns y (T, B, H) every hidden state, h_T (B, H), and the cache for backward.
+    """
+    x, W, U, b, lens, H = sequence_args(x, W, U, b, lengths, 3, _bias_shape)
+    T, B, _ = x.shape
+    dtype = x.dtype
+    gates = buffers.empty((T, B, 3 * H), dtype)
+    hu = buffers.empty((T, B, 3 * H), dtype)
+    hs = buffers.empty((T + 1, B, H), dtype)
+    hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
+    y = buffers.empty((T, B, H), dtype)
+    forward_on_threads(_forward_part, x, W, U, (b, *_rz_affine(b), gates, hu, hs, y), lens)
+    cache = dict(x=x, W=W, U=U, b=b, gates=gates, hu=hu, hs=hs, lengths=lens)
+    return y, hs[T].copy(), cache
+
+
+def gru_backward(dy, dh_T, cache):
+    """Backpropagation through time.
+
+    dy (T, B, H) is the gradient of the outputs; dh_T (B, H) of the final state (or None).
+    Returns dx (T, B, I), dW (I, 3H), dU (H, 3H), db (2, 3H), dh0 (B, H).
+    """
+    x, W, U = cache["x"], cache["W"], cache["U"]
+    T, B, _ = x.shape
+    H = U.shape[0]
+    dtype = x.dtype
+    dy = checked(dy, dtype, (T, B, H), "dy")
+    dh = state_grad(dh_T, dtype, (B, H), "dh_T")
+    dxw = buffers.empty((T, B, 3 * H), dtype)
+    dhu = buffers.empty((T, B, 3 * H), dtype)
+    dx, dW, dU, db = backward_on_threads(_backward_part, x, W, U, (
+        cache["b"], dy, dh, cache["gates"], cache["hu"], cache["hs"], cache["lengths"], dxw, dhu), _bias_shape(H))
+    return dx, dW, dU, db, dh
+
+
+def gru_step(x, h, W, U, b):
+    """One step for streaming inference: x (B, I), h (B, H) -> new h (B, H)."""
+    x = step_input(x)
+    B, I = x.shape
+    dtype = x.dtype
+    W, U, b, H = weights(W, U, b, I, dtype, 3, _bias_shape)
+    h = checked(h, dtype, (B, H), "h")
+    h_out = np.empty((B, H), dtype)
+    threads.blas_single()
+    _step(x, h, W, U, b, *_rz_affine(b), np.empty((B, 3 * H), dtype), np.empty((B, 3 * H), dtype), h_out)
+    return h_out
