@@ -1,12 +1,14 @@
-"""lstmkit's compiled LSTM against torch.nn.LSTM, side by side in one process (DESIGN.md §5).
+"""lstmkit's compiled LSTM (or GRU) against torch.nn.LSTM (or GRU), side by side in one process
+(DESIGN.md §5; its targets are the LSTM's).
 
 Training step = forward + backward of the sum of the outputs (gradients of x and all weights);
 inference = forward without gradients; streaming = 100 single steps at batch 1, H=256, carrying
-(h, c). Both sides run float32 on the same thread count, alternating, medians of --reps
+the state. Both sides run float32 on the same thread count, alternating, medians of --reps
 repetitions after warm-up, each timed call after 50 ms of untimed calls of the same side (see
 race). ratio = torch time / lstmkit time (> 1: lstmkit is faster).
 
-    python bench/kernels.py [--threads 2] [--reps 7] [--json FILE] [--quick] [--clock wall|thread]
+    python bench/kernels.py [--cell lstm|gru] [--threads 2] [--reps 7] [--json FILE] [--quick]
+                            [--clock wall|thread]
 
 --clock thread times the CPU time of the calling thread instead of the wall clock: with
 --threads 1 every side computes on that thread, so the figures hold on a busy machine where
@@ -77,18 +79,45 @@ def matmul_gflops(reps):
     return 2 * n ** 3 / min(t_np, t_torch) / 1e9
 
 
-def bench_shape(B, T, I, H, reps, ops, torch):
-    torch.manual_seed(0)
-    module = torch.nn.LSTM(I, H)
-    W = module.weight_ih_l0.detach().numpy().T.copy()
-    U = module.weight_hh_l0.detach().numpy().T.copy()
-    b = (module.bias_ih_l0 + module.bias_hh_l0).detach().numpy().copy()
+class Cell:
+    """The LSTM or the GRU on both sides: torch's module, its weights in lstmkit's layout, and
+    lstmkit's compiled calls on them."""
+
+    def __init__(self, name, torch):
+        from lstmkit.kernels import kernel_ops
+        self.name, self.torch, self.ops = name, torch, kernel_ops(name, "fast")
+        self.gates = 4 if name == "lstm" else 3
+
+    def module(self, I, H):
+        self.torch.manual_seed(0)
+        module = (self.torch.nn.LSTM if self.name == "lstm" else self.torch.nn.GRU)(I, H)
+        W = module.weight_ih_l0.detach().numpy().T.copy()
+        U = module.weight_hh_l0.detach().numpy().T.copy()
+        b_ih, b_hh = module.bias_ih_l0.detach().numpy(), module.bias_hh_l0.detach().numpy()
+        return module, (W, U, b_ih + b_hh if self.name == "lstm" else np.stack([b_ih, b_hh]))
+
+    def forward(self, x, weights):
+        return getattr(self.ops, f"{self.name}_forward")(x, *weights)
+
+    def train(self, x, weights):
+        y, _, cache = self.forward(x, weights)
+        no_state_grads = (None, None) if self.name == "lstm" else (None,)
+        getattr(self.ops, f"{self.name}_backward")(np.ones_like(y), *no_state_grads, cache)
+
+    def stream(self, xs, weights):
+        H = weights[1].shape[0]
+        h = c = np.zeros((1, H), np.float32)
+        for x in xs:
+            if self.name == "lstm":
+                h, c = self.ops.lstm_step(x, h, c, *weights)
+            else:
+                h = self.ops.gru_step(x, h, *weights)
+
+
+def bench_shape(B, T, I, H, reps, cell, torch):
+    module, weights = cell.module(I, H)
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
     xt = torch.from_numpy(x)
-
-    def ours_train():
-        y, _, cache = ops.lstm_forward(x, W, U, b)
-        ops.lstm_backward(np.ones_like(y), None, None, cache)
 
     def torch_train():
         for p in module.parameters():
@@ -97,34 +126,22 @@ def bench_shape(B, T, I, H, reps, ops, torch):
         y, _ = module(xg)
         y.sum().backward()
 
-    def ours_infer():
-        ops.lstm_forward(x, W, U, b)
-
     def torch_infer():
         with torch.no_grad():
             module(xt)
 
-    ours_tr, torch_tr = race(ours_train, torch_train, reps)
-    ours_inf, torch_inf = race(ours_infer, torch_infer, reps)
-    flops = 3 * 2 * T * B * (I + H) * 4 * H   # forward 2 gemm-FLOPs per weight per row, backward 2x
+    ours_tr, torch_tr = race(lambda: cell.train(x, weights), torch_train, reps)
+    ours_inf, torch_inf = race(lambda: cell.forward(x, weights), torch_infer, reps)
+    flops = 3 * 2 * T * B * (I + H) * cell.gates * H   # forward 2 gemm-FLOPs per weight per row, backward 2x
     return dict(B=B, T=T, I=I, H=H, train_ratio=torch_tr / ours_tr, infer_ratio=torch_inf / ours_inf,
                 train_gflops=flops / ours_tr / 1e9, torch_train_ms=torch_tr * 1e3,
                 train_ms=ours_tr * 1e3, torch_infer_ms=torch_inf * 1e3, infer_ms=ours_inf * 1e3)
 
 
-def bench_stream(reps, ops, torch, H=256, steps=100):
-    torch.manual_seed(0)
-    module = torch.nn.LSTM(H, H)
-    W = module.weight_ih_l0.detach().numpy().T.copy()
-    U = module.weight_hh_l0.detach().numpy().T.copy()
-    b = (module.bias_ih_l0 + module.bias_hh_l0).detach().numpy().copy()
+def bench_stream(reps, cell, torch, H=256, steps=100):
+    module, weights = cell.module(H, H)
     xs = np.random.default_rng(0).standard_normal((steps, 1, H)).astype(np.float32)
     xts = torch.from_numpy(xs[:, None])   # (steps, 1, 1, H): one (T=1, B=1, I) input per step
-
-    def ours():
-        h = c = np.zeros((1, H), np.float32)
-        for t in range(steps):
-            h, c = ops.lstm_step(xs[t], h, c, W, U, b)
 
     def theirs():
         state = None
@@ -132,7 +149,7 @@ def bench_stream(reps, ops, torch, H=256, steps=100):
             for t in range(steps):
                 _, state = module(xts[t], state)
 
-    t_ours, t_torch = race(ours, theirs, reps)
+    t_ours, t_torch = race(lambda: cell.stream(xs, weights), theirs, reps)
     return t_torch / t_ours, t_ours / steps * 1e6, t_torch / steps * 1e6
 
 
@@ -142,6 +159,8 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per case (>= 5)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--quick", action="store_true", help="skip the largest shape")
+    p.add_argument("--cell", choices=["lstm", "gru"], default="lstm",
+                   help="the cell to compare (default lstm; DESIGN.md's targets are the LSTM's)")
     p.add_argument("--clock", choices=["wall", "thread"], default="wall",
                    help="wall clock (default) or CPU time of this thread (only with --threads 1)")
     args = p.parse_args(argv)
@@ -154,30 +173,30 @@ def main(argv=None):
     os.environ["LSTMKIT_NUM_THREADS"] = str(args.threads)
     import torch
     import lstmkit
-    from lstmkit.kernels import lstm_ops
     torch.set_num_threads(args.threads)
     lstmkit.set_num_threads(args.threads)
-    ops = lstm_ops("fast")
+    cell = Cell(args.cell, torch)
+    targets = args.cell == "lstm"
 
     gflops = matmul_gflops(args.reps)
-    print(f"lstmkit vs torch {torch.__version__} (oneDNN), float32, {args.threads} threads, {args.clock} clock, "
+    print(f"lstmkit vs torch {torch.__version__} (oneDNN), {args.cell.upper()}, float32, {args.threads} threads, {args.clock} clock, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"matmul 2048^3 float32: {gflops:.0f} GFLOP/s (best of NumPy and torch)\n")
     head = f"{'B':>4} {'T':>4} {'I':>5} {'H':>5} | {'train ms':>9} {'torch':>9} {'ratio':>6} {'GF/s':>5} | " \
-           f"{'infer ms':>9} {'torch':>9} {'ratio':>6} | targets"
+           f"{'infer ms':>9} {'torch':>9} {'ratio':>6}" + (" | targets" if targets else "")
     print(head)
     print("-" * len(head))
     rows, ok = [], True
     shapes = SHAPES[:-1] if args.quick else SHAPES
     for B, T, I, H in shapes:
         reps = args.reps if H < 1024 else max(5, args.reps - 2)
-        r = bench_shape(B, T, I, H, reps, ops, torch)
+        r = bench_shape(B, T, I, H, reps, cell, torch)
         rows.append(r)
-        tt, ti = TARGETS[(B, T, I, H)]
+        tt, ti = TARGETS[(B, T, I, H)] if targets else (0, 0)
         good = r["train_ratio"] >= tt and r["infer_ratio"] >= ti
-        note = f"train>={tt} infer>={ti} {'ok' if good else 'MISSED'}"
-        if (B, T, I, H) == SHAPES[-1]:
+        note = f"train>={tt} infer>={ti} {'ok' if good else 'MISSED'}" if targets else ""
+        if targets and (B, T, I, H) == SHAPES[-1]:
             frac = r["train_gflops"] / gflops
             good_gf = frac >= MATMUL_FRACTION
             note += f"; {frac:.0%} of matmul {'ok' if good_gf else 'MISSED'}"
@@ -185,15 +204,16 @@ def main(argv=None):
         ok = ok and good
         print(f"{B:>4} {T:>4} {I:>5} {H:>5} | {r['train_ms']:>9.2f} {r['torch_train_ms']:>9.2f} "
               f"{r['train_ratio']:>6.2f} {r['train_gflops']:>5.0f} | {r['infer_ms']:>9.2f} "
-              f"{r['torch_infer_ms']:>9.2f} {r['infer_ratio']:>6.2f} | {note}", flush=True)
-    stream, us, torch_us = bench_stream(args.reps, ops, torch)
-    ok = ok and stream >= STREAM_TARGET
-    print(f"\nstreaming, batch 1, H=256: {us:.1f} us/step, torch {torch_us:.1f} us/step, ratio "
-          f"{stream:.1f} (target >= {STREAM_TARGET}) {'ok' if stream >= STREAM_TARGET else 'MISSED'}")
-    print("all targets met" if ok else "some targets missed")
+              f"{r['torch_infer_ms']:>9.2f} {r['infer_ratio']:>6.2f}" + (f" | {note}" if targets else ""), flush=True)
+    stream, us, torch_us = bench_stream(args.reps, cell, torch)
+    print(f"\nstreaming, batch 1, H=256: {us:.1f} us/step, torch {torch_us:.1f} us/step, ratio {stream:.1f}"
+          + (f" (target >= {STREAM_TARGET}) {'ok' if stream >= STREAM_TARGET else 'MISSED'}" if targets else ""))
+    if targets:
+        ok = ok and stream >= STREAM_TARGET
+        print("all targets met" if ok else "some targets missed")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"matmul_gflops": gflops, "threads": args.threads, "clock": args.clock,
+            json.dump({"cell": args.cell, "matmul_gflops": gflops, "threads": args.threads, "clock": args.clock,
                        "shapes": rows, "stream_ratio": stream}, f, indent=1)
     return 0
 
