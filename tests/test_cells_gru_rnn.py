@@ -2,6 +2,7 @@
 torch.nn.RNN, and values derived by hand. The cells carry one state h, so they share every test
 but their golden values; the LSTM (two states) has its own modules."""
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import lstmkit
 from lstmkit.cells import gru, rnn
 from lstmkit.kernels import gru as fast_gru
 from oracle import assert_matches, grad_error, numerical_grad, rnn_weights_from_torch, run_torch_rnn, torch_dtype, torch_grads
@@ -153,6 +155,29 @@ def test_wrong_shapes_raise_value_error(cell):
     (2, 3, 520, 32, None), (2, 16, 3, 288, None)])    # x W by BLAS; dh U^T in blocks of k
 def test_fast_gru_at_kernel_shapes(T, B, I, H, lengths, dtype):
     check_against_torch("gru_fast", T, B, I, H, dtype, seed=T * 100 + H, lengths=lengths)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("T,B,I,H,dtype", [(3, 17, 5, 256, np.float32), (4, 32, 8, 64, np.float32),
+                                           (2, 16, 3, 256, np.float64)])
+def test_fast_gru_every_thread_count_gives_the_same_numbers(n, T, B, I, H, dtype):
+    try:
+        lstmkit.set_num_threads(n)
+        check_against_torch("gru_fast", T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 2])
+    finally:
+        lstmkit.set_num_threads(os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("B,H", [(9, 64), (1, 128)])
+def test_fast_gru_step_equals_sequence_in_float32(B, H):
+    # the step runs BLAS, the sequence the packed tiles: the same numbers to float32 rounding
+    _, (x, W, U, b, h0), _ = make_case("gru", 4, B, 6, H, np.float32, seed=B)
+    y, hT, _ = fast_gru.gru_forward(x, W, U, b, h0)
+    h = h0
+    for t in range(4):
+        h = fast_gru.gru_step(x[t], h, W, U, b)
+        assert h.dtype == np.float32
+        np.testing.assert_allclose(h, y[t], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("B,H", [(3, 5), (17, 256)])

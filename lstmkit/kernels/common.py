@@ -1,10 +1,19 @@
 """What the fast LSTM and GRU share: argument checks, how a call's work is split among the threads,
-weights packed for the register tile, the sigmoid pass, and the two large products at either end
-of a sequence.
+weights packed for the register tile, the sigmoid pass, and the products.
 
-The split (see `lstmkit.kernels.lstm`): the T B rows of x W in one block per thread, then the
-batch rows of the recurrence in one run per thread, then, in the backward pass, the rows of dx
-and the column panels of the weight gradients in one block per thread.
+Each call starts one compiled function per thread, once (`forward_on_threads`,
+`backward_on_threads`): no Python, no allocation and no thread start per step.
+
+forward   x_t W for all steps, each thread a block of the T B rows (`project`: `core.packed_gemm`
+          on W packed into column panels up to I = 512, BLAS beyond), one barrier (a thread's
+          batch rows were projected by all), then the recurrence of the thread's own batch rows
+          (`runs`): rows never meet inside a layer, so inside the time loop no thread waits for
+          another. The per-step product (`recurrent_product`) uses an 8 x 32 register tile on U
+          packed once per call for float32 runs of 8 rows or more, a 1 x 128 one for smaller
+          batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
+backward  BPTT of the thread's batch rows, then, after one barrier (they read every row), the
+          thread's share of the products over all steps (`weight_grads`): rows of dx = dxw W^T
+          (BLAS) and column panels of dW = x^T dxw and dU = h_{t-1}^T dhu (`core.gemm_tn`).
 """
 import numpy as np
 
@@ -67,6 +76,15 @@ def weights(W, U, b, I, dtype, gates, bias_shape):
     return checked(W, dtype, (I, gates * H), "W"), U, checked(b, dtype, bias_shape(H), "b"), H
 
 
+def sequence_args(x, W, U, b, lengths, gates, bias_shape):
+    """x (T, B, I), W (I, gates H), U (H, gates H), b (bias_shape(H)) and lengths, checked;
+    returns them and H."""
+    x = sequence(x)
+    T, B, I = x.shape
+    W, U, b, H = weights(W, U, b, I, x.dtype, gates, bias_shape)
+    return x, W, U, b, lengths_of(lengths, T, B), H
+
+
 def lengths_of(lengths, T, B):
     """The lengths (B,) as int64 (all T when None), checked."""
     if lengths is None:
@@ -81,12 +99,12 @@ def lengths_of(lengths, T, B):
 
 # --- the split among threads ----------------------------------------------------------------------
 
-def batch_parts(B, H, dtype):
+def batch_parts(B, H, G, dtype):
     """How many threads run the recurrence side by side, each on its own run of batch rows. Each
     run needs the 8 rows of a packed tile (float32) and enough work to pay for a thread (about
-    0.1 ms to start: >= 0.5 MFLOP per step in all)."""
+    0.1 ms to start: a per-step product h U (H, G) of >= 0.5 MFLOP in all)."""
     n = threads.get_num_threads()
-    if n == 1 or 8 * B * H * H < 5e5:
+    if n == 1 or 2 * B * H * G < 5e5:
         return 1
     return max(1, min(n, B // TILE_ROWS) if dtype == np.float32 else min(n, B))
 
@@ -154,7 +172,7 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
     thread q projects rows k0:k1 of the T B rows of x W and runs the recurrence of batch rows r0:r1.
     x (T, B, I), W (I, G), U (H, G)."""
     T, B, _ = x.shape
-    parts = batch_parts(B, U.shape[0], x.dtype)
+    parts = batch_parts(B, *U.shape, x.dtype)
     Wp, Up = projection_weights(W, T * B), packed(U, B // parts, False)
     sync = barrier_array(parts)
     threads.blas_single()
@@ -172,7 +190,7 @@ def backward_on_threads(part, x, W, U, cell_args, bias_shape):
     H, G = U.shape
     dtype = x.dtype
     dx, dW, dU = buffers.empty((T, B, I), dtype), buffers.empty((I, G), dtype), buffers.empty((H, G), dtype)
-    parts = batch_parts(B, H, dtype)
+    parts = batch_parts(B, H, G, dtype)
     db = buffers.zeros((parts, *bias_shape), np.float64)   # one per thread, so no two threads add to one
     UTp = packed(U, B // parts, True)
     sync = barrier_array(parts)
@@ -183,15 +201,6 @@ def backward_on_threads(part, x, W, U, cell_args, bias_shape):
         for q, ((r0, r1), (k0, k1), (c0, c1)) in enumerate(zip(runs(B, parts), runs(T * B, parts, TILE_ROWS),
                                                                 weight_grad_columns(G, H, parts, dtype)))], sync)
     return dx, dW, dU, db.sum(axis=0).astype(dtype)
-
-
-def sequence_args(x, W, U, b, lengths, gates, bias_shape):
-    """x (T, B, I), W (I, gates H), U (H, gates H), b (bias_shape(H)) and lengths, checked;
-    returns them and H."""
-    x = sequence(x)
-    T, B, I = x.shape
-    W, U, b, H = weights(W, U, b, I, x.dtype, gates, bias_shape)
-    return x, W, U, b, lengths_of(lengths, T, B), H
 
 
 # --- the products at either end of a sequence -----------------------------------------------------
@@ -207,15 +216,25 @@ def project(x2, W, Wp, out, k0, k1):
 
 
 @jit
-def weight_grads(x2, h2, dxw2, dhw2, W, dx2, dW, dU, ap, bp, k0, k1, c0, c1):
+def recurrent_product(a, U, Up, out, accumulate, transpose):
+    """out (+)= a @ U (U^T when transpose): the per-step product of a thread's rows, on U (or U^T)
+    packed as Up, or, Up empty, by BLAS. Added to out where accumulate, else written."""
+    if Up.shape[0]:
+        packed_gemm(a, Up, out, accumulate)
+    else:
+        gemm(a, U, out, 1.0 if accumulate else 0.0, False, transpose)
+
+
+@jit
+def weight_grads(x2, h2, dxw2, dhu2, W, dx2, dW, dU, ap, bp, k0, k1, c0, c1):
     """A thread's share of the gradients of x W and h U over all steps: rows k0:k1 of
     dx = dxw W^T (T B, I), columns c0:c1 of dW = x^T dxw (I, G) and dU = h_{t-1}^T dhw (H, G).
-    dxw2, dhw2 (T B, G) are the gradients of x_t W and h_{t-1} U (the same array for the LSTM);
+    dxw2, dhu2 (T B, G) are the gradients of x_t W and h_{t-1} U (the same array for the LSTM);
     ap, bp scratch for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use BLAS."""
     gemm(dxw2[k0:k1], W, dx2[k0:k1], 0.0, False, True)
     if ap.shape[0]:
         gemm_tn(x2, dxw2, dW, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)
-        gemm_tn(h2, dhw2, dU, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)
+        gemm_tn(h2, dhu2, dU, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)
     else:
         gemm(x2, dxw2[:, c0:c1], dW[:, c0:c1], 0.0, True, False)
-        gemm(h2, dhw2[:, c0:c1], dU[:, c0:c1], 0.0, True, False)
+        gemm(h2, dhu2[:, c0:c1], dU[:, c0:c1], 0.0, True, False)

@@ -1,8 +1,6 @@
 """The fast GRU: same functions, signatures and results as `lstmkit.cells.gru`, compiled on the
-LSTM's machinery (`lstmkit.kernels.lstm` describes the split among threads and the products):
-x W for all steps in one block of rows per thread, a barrier, the recurrence of each thread's
-batch rows, and in the backward pass, after a barrier, each thread's share of dx, dW and dU.
-See `lstmkit.cells.gru` for the equations (PyTorch's formulation: the reset gate scales
+LSTM's machinery (`lstmkit.kernels.common`: the split among threads and the products). See
+`lstmkit.cells.gru` for the equations (PyTorch's formulation: the reset gate scales
 h_{t-1} U_n + b_hn, so x W and h U stay apart).
 
 Buffers (time-major, as in the reference; from `buffers`, recycled between calls):
@@ -16,9 +14,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (activate, backward_on_threads, checked, forward_on_threads, project, sequence_args,
-                                    state_grad, step_input, weight_grads, weights)
-from lstmkit.kernels.core import barrier, gemm, jit, packed_gemm, vtanh, wide_vectors
+from lstmkit.kernels.common import (activate, backward_on_threads, checked, forward_on_threads, project,
+                                    recurrent_product, sequence_args, state_grad, step_input, weight_grads, weights)
+from lstmkit.kernels.core import barrier, gemm, jit, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -50,10 +48,7 @@ def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths,
     project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1)   # x_t W, all t at once
     barrier(sync, q, 1)                                      # the recurrence reads every step's rows
     for t in range(T):
-        if Up.shape[0]:                                      # h_{t-1} U
-            packed_gemm(hs[t][r0:r1], Up, hu[t][r0:r1], False)
-        else:
-            gemm(hs[t][r0:r1], U, hu[t][r0:r1], 0.0, False, False)
+        recurrent_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, False)   # h_{t-1} U
         for r in range(r0, r1):
             hp, hn, yr = hs[t, r], hs[t + 1, r], y[t, r]
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
@@ -103,10 +98,7 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
             for j in range(G):
                 db[0, j] += gx[j]
                 db[1, j] += gh[j]
-        if UTp.shape[0]:                                           # dh_{t-1} += dhu_t U^T
-            packed_gemm(dhu[t][r0:r1], UTp, dh[r0:r1], True)
-        else:
-            gemm(dhu[t][r0:r1], U, dh[r0:r1], 1.0, False, True)
+        recurrent_product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} += dhu_t U^T
     barrier(sync, q, 1)                                  # the products below read every row
     I = x.shape[2]                                       # dx = dxw W^T, dW = x^T dxw, dU = h_{t-1}^T dhu
     weight_grads(x.reshape(T * B, I), hs[:T].reshape(T * B, H), dxw.reshape(T * B, G), dhu.reshape(T * B, G),

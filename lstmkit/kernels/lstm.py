@@ -1,21 +1,8 @@
-"""The fast LSTM: same functions, signatures and results as `lstmkit.cells.lstm`, compiled.
-
-Threads split the batch rows (`common.runs`): rows never meet inside a layer, so inside the time loop
-each thread runs every step of its own rows without waiting for another. Each call starts one
-compiled function per thread, once: no Python, no allocation and no thread start per step.
-
-forward   x_t W for all steps, each thread a block of the T B rows (`core.packed_gemm` on W
-          packed into column panels up to I = 512, BLAS beyond), one barrier (a thread's batch
-          rows were projected by all), then per step h_{t-1} U added into gates[t] (U packed
-          too) and vectorised passes that apply the nonlinearities, update c and h and store
-          what BPTT needs.
-backward  per step the gate gradients in a few vectorised passes and dz_t U^T added into dh;
-          then, after one barrier (they read every row of dz), each thread's share of the three
-          large products: rows of dx = dz W^T (BLAS) and column panels of dW = x^T dz and
-          dU = h_{t-1}^T dz (`core.gemm_tn`).
-
-The per-step product uses an 8 x 32 register tile for float32 runs of 8 rows or more, a 1 x 128
-one for smaller batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
+"""The fast LSTM: same functions, signatures and results as `lstmkit.cells.lstm`, compiled. How the
+work is split among threads and which products run where: `lstmkit.kernels.common`. Per step,
+vectorised passes over each row apply the four nonlinearities at once, update c and h and store
+what BPTT needs; backward, a few passes per row give the gate gradients dz. See
+`lstmkit.cells.lstm` for the equations.
 
 Buffers (time-major, as in the reference; from `buffers`, recycled between calls):
 
@@ -30,9 +17,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (activate, backward_on_threads, checked, forward_on_threads, project, sequence_args,
-                                    state_grad, step_input, weight_grads, weights)
-from lstmkit.kernels.core import barrier, gemm, jit, packed_gemm, vtanh, wide_vectors
+from lstmkit.kernels.common import (activate, backward_on_threads, checked, forward_on_threads, project,
+                                    recurrent_product, sequence_args, state_grad, step_input, weight_grads, weights)
+from lstmkit.kernels.core import barrier, gemm, jit, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -53,10 +40,7 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
     project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1)   # x_t W, all t at once
     barrier(sync, q, 1)                                      # the recurrence reads every step's rows
     for t in range(T):
-        if Up.shape[0]:                                      # z_t = x_t W + h_{t-1} U
-            packed_gemm(hs[t][r0:r1], Up, gates[t][r0:r1], True)
-        else:
-            gemm(hs[t][r0:r1], U, gates[t][r0:r1], 1.0, False, False)
+        recurrent_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, False)   # z_t = x_t W + h_{t-1} U
         for r in range(r0, r1):
             hp, cp, hn, cn, yr = hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], y[t, r]
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
@@ -120,10 +104,7 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
                 dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
             for j in range(G):
                 db[j] += d[j]
-        if UTp.shape[0]:                                           # dh_{t-1} = dz_t U^T (+ frozen)
-            packed_gemm(dz[t][r0:r1], UTp, dh[r0:r1], True)
-        else:
-            gemm(dz[t][r0:r1], U, dh[r0:r1], 1.0, False, True)
+        recurrent_product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
     barrier(sync, q, 1)                                  # the products below read every row of dz
     I = x.shape[2]
     dz2 = dz.reshape(T * B, G)                           # dx = dz W^T, dW = x^T dz, dU = h_{t-1}^T dz
@@ -160,12 +141,16 @@ def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
 
 # --- the public functions --------------------------------------------------------------------------
 
+def _bias_shape(H):
+    return (4 * H,)
+
+
 def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     """Run the LSTM over x (T, B, I).
 
     Returns y (T, B, H) every hidden state, (h_T, c_T) each (B, H), and the cache for backward.
     """
-    x, W, U, b, lens, H = sequence_args(x, W, U, b, lengths, 4, lambda H: (4 * H,))
+    x, W, U, b, lens, H = sequence_args(x, W, U, b, lengths, 4, _bias_shape)
     T, B, _ = x.shape
     dtype = x.dtype
     gates = buffers.empty((T, B, 4 * H), dtype)
@@ -203,7 +188,7 @@ def lstm_step(x, h, c, W, U, b):
     x = step_input(x)
     B, I = x.shape
     dtype = x.dtype
-    W, U, b, H = weights(W, U, b, I, dtype, 4, lambda H: (4 * H,))
+    W, U, b, H = weights(W, U, b, I, dtype, 4, _bias_shape)
     h = checked(h, dtype, (B, H), "h")
     c = checked(c, dtype, (B, H), "c")
     h_out = np.empty((B, H), dtype)
