@@ -1,4 +1,4 @@
-"""The GRU (reference and compiled) and the tanh RNN against finite differences, torch.nn.GRU /
+"""The GRU and the tanh RNN (reference and compiled) against finite differences, torch.nn.GRU /
 torch.nn.RNN, and values derived by hand. The cells carry one state h, so they share every test
 but their golden values; the LSTM (two states) has its own modules."""
 import math
@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 import lstmkit
 from lstmkit.cells import gru, rnn
-from lstmkit.kernels import gru as fast_gru
+from lstmkit.kernels import gru as fast_gru, rnn as fast_rnn
 from oracle import assert_matches, grad_error, numerical_grad, rnn_weights_from_torch, run_torch_rnn, torch_dtype, torch_grads
 
 CELLS = {
@@ -23,6 +23,8 @@ CELLS = {
                                 module=lambda I, H: torch.nn.GRU(I, H), sum_biases=False),
     "rnn": SimpleNamespace(forward=rnn.rnn_forward, backward=rnn.rnn_backward, step=rnn.rnn_step,
                            module=lambda I, H: torch.nn.RNN(I, H, nonlinearity="tanh"), sum_biases=True),
+    "rnn_fast": SimpleNamespace(forward=fast_rnn.rnn_forward, backward=fast_rnn.rnn_backward, step=fast_rnn.rnn_step,
+                                module=lambda I, H: torch.nn.RNN(I, H, nonlinearity="tanh"), sum_biases=True),
 }
 both = pytest.mark.parametrize("cell", list(CELLS))
 
@@ -135,7 +137,7 @@ def test_wrong_shapes_raise_value_error(cell):
         forward(x, W, U[:, :3], b)
     with pytest.raises(ValueError, match="b must have shape"):
         forward(x, W, U, b[..., :3])
-    if cell != "rnn":                # the GRU keeps b_ih and b_hh apart: a summed bias is refused
+    if cell.startswith("gru"):       # the GRU keeps b_ih and b_hh apart: a summed bias is refused
         with pytest.raises(ValueError, match="b must have shape"):
             forward(x, W, U, b.sum(axis=0))
     with pytest.raises(ValueError, match="h0 must (be|have shape)"):
@@ -146,49 +148,58 @@ def test_wrong_shapes_raise_value_error(cell):
         forward(x, W, U, b, h0, lengths=[1, -1])
 
 
+fast = pytest.mark.parametrize("cell", ["gru_fast", "rnn_fast"])
+
+
+@fast
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("T,B,I,H,lengths", [
     (6, 9, 5, 32, None), (4, 16, 8, 24, None),        # packed 8 x 32 tiles; H not a multiple of 32
     (2, 16, 3, 256, None), (4, 32, 8, 64, None),      # batch rows split among the threads
     (3, 17, 5, 256, [3] * 15 + [1, 2]),               # ... unevenly, with lengths
     (6, 1, 7, 128, None), (3, 5, 4, 32, [3, 1, 2, 3, 1]),   # one-row tiles (batch < 8)
-    (2, 3, 520, 32, None), (2, 16, 3, 288, None)])    # x W by BLAS; dh U^T in blocks of k
-def test_fast_gru_at_kernel_shapes(T, B, I, H, lengths, dtype):
-    check_against_torch("gru_fast", T, B, I, H, dtype, seed=T * 100 + H, lengths=lengths)
+    (2, 3, 520, 32, None), (2, 16, 3, 1056, None)])   # x W by BLAS; dh U^T in blocks of k (K > 1024)
+def test_fast_cells_at_kernel_shapes(cell, T, B, I, H, lengths, dtype):
+    check_against_torch(cell, T, B, I, H, dtype, seed=T * 100 + H, lengths=lengths)
 
 
+@fast
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize("T,B,I,H,dtype", [(3, 17, 5, 256, np.float32), (4, 32, 8, 64, np.float32),
                                            (2, 16, 3, 256, np.float64)])
-def test_fast_gru_every_thread_count_gives_the_same_numbers(n, T, B, I, H, dtype):
+def test_fast_cells_give_the_same_numbers_on_every_thread_count(cell, n, T, B, I, H, dtype):
     try:
         lstmkit.set_num_threads(n)
-        check_against_torch("gru_fast", T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 2])
+        check_against_torch(cell, T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 2])
     finally:
         lstmkit.set_num_threads(os.cpu_count() or 1)
 
 
+@fast
 @pytest.mark.parametrize("B,H", [(9, 64), (1, 128)])
-def test_fast_gru_step_equals_sequence_in_float32(B, H):
+def test_fast_step_equals_sequence_in_float32(cell, B, H):
     # the step runs BLAS, the sequence the packed tiles: the same numbers to float32 rounding
-    _, (x, W, U, b, h0), _ = make_case("gru", 4, B, 6, H, np.float32, seed=B)
-    y, hT, _ = fast_gru.gru_forward(x, W, U, b, h0)
+    c = CELLS[cell]
+    _, (x, W, U, b, h0), _ = make_case(cell, 4, B, 6, H, np.float32, seed=B)
+    y, hT, _ = c.forward(x, W, U, b, h0)
     h = h0
     for t in range(4):
-        h = fast_gru.gru_step(x[t], h, W, U, b)
+        h = c.step(x[t], h, W, U, b)
         assert h.dtype == np.float32
         np.testing.assert_allclose(h, y[t], rtol=1e-5, atol=1e-6)
 
 
+@fast
 @pytest.mark.parametrize("B,H", [(3, 5), (17, 256)])
-def test_fast_gru_zero_length_matches_reference(B, H):
+def test_fast_zero_length_matches_reference(cell, B, H):
     # torch refuses empty sequences; a sequence of length 0 keeps h0 and passes dh straight through.
-    _, (x, W, U, b, h0), (dy, dh) = make_case("gru", 3, B, 4, H, np.float32, seed=B)
+    c, ref = CELLS[cell], CELLS[cell.replace("_fast", "")]
+    _, (x, W, U, b, h0), (dy, dh) = make_case(cell, 3, B, 4, H, np.float32, seed=B)
     lengths = [0] + [3] * (B - 1)
-    y, hT, cache = fast_gru.gru_forward(x, W, U, b, h0, lengths=lengths)
-    ry, rhT, rcache = gru.gru_forward(x, W, U, b, h0, lengths=lengths)
-    got = [y, hT, *fast_gru.gru_backward(dy, dh, cache)]
-    want = [ry, rhT, *gru.gru_backward(dy, dh, rcache)]
+    y, hT, cache = c.forward(x, W, U, b, h0, lengths=lengths)
+    ry, rhT, rcache = ref.forward(x, W, U, b, h0, lengths=lengths)
+    got = [y, hT, *c.backward(dy, dh, cache)]
+    want = [ry, rhT, *ref.backward(dy, dh, rcache)]
     assert_matches([(str(k), a, w) for k, (a, w) in enumerate(zip(got, want))], np.float32)
     assert np.all(got[0][:, 0] == 0) and np.array_equal(got[1][0], h0[0]) and np.array_equal(got[-1][0], dh[0])
 
@@ -217,13 +228,14 @@ def test_gru_golden_values_from_constant_weights(impl):
     assert abs(h1 - 0.16199) < 1e-5 and abs(h2 - 0.27464) < 1e-5  # the numbers themselves
 
 
-def test_rnn_golden_values_from_constant_weights():
+@pytest.mark.parametrize("impl", [rnn, fast_rnn])
+def test_rnn_golden_values_from_constant_weights(impl):
     # I=2, H=2, W=0.1, U=0.2, b=0.1, x_t=[1, 1], h0=0: every unit is the same number.
     W = np.full((2, 2), 0.1)
     U = np.full((2, 2), 0.2)
     b = np.full(2, 0.1)
     x = np.ones((2, 1, 2))
-    y, hT, _ = rnn.rnn_forward(x, W, U, b)
+    y, hT, _ = impl.rnn_forward(x, W, U, b)
 
     h1 = math.tanh(0.1 * 2 + 0.1)                 # x W + b, h0 = 0
     h2 = math.tanh(0.1 * 2 + 0.2 * 2 * h1 + 0.1)  # x W + h1 U + b

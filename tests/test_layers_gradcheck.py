@@ -12,7 +12,8 @@ RECURRENT = [
     pytest.param(lambda units, **kw: LSTM(units, impl="fast", **kw), id="lstm-fast"),
     pytest.param(lambda units, **kw: GRU(units, impl="reference", **kw), id="gru-reference"),
     pytest.param(GRU, id="gru-fast"),
-    pytest.param(SimpleRNN, id="simple_rnn"),
+    pytest.param(lambda units, **kw: SimpleRNN(units, impl="reference", **kw), id="simple_rnn-reference"),
+    pytest.param(SimpleRNN, id="simple_rnn-fast"),
 ]
 
 

@@ -13,7 +13,8 @@ KINDS = [  # layer factory, torch module, whether torch's two biases are summed
     pytest.param(lambda H, **kw: LSTM(H, impl="fast", **kw), torch.nn.LSTM, True, id="lstm-fast"),
     pytest.param(lambda H, **kw: GRU(H, impl="reference", **kw), torch.nn.GRU, False, id="gru-reference"),
     pytest.param(GRU, torch.nn.GRU, False, id="gru-fast"),
-    pytest.param(SimpleRNN, torch.nn.RNN, True, id="simple_rnn"),
+    pytest.param(lambda H, **kw: SimpleRNN(H, impl="reference", **kw), torch.nn.RNN, True, id="simple_rnn-reference"),
+    pytest.param(SimpleRNN, torch.nn.RNN, True, id="simple_rnn-fast"),
 ]
 
 
@@ -95,9 +96,9 @@ def test_defaults_and_config(cls):
     np.testing.assert_array_equal(out, state)
     with pytest.raises(ValueError, match=r"initial_state must be a list \[h\]"):
         h.forward(np.ones((1, 2, 2)), initial_state=[np.zeros((1, 3))] * 2)
-    assert layer.impl == ("fast" if cls is GRU else "reference")    # the compiled GRU by default
+    assert layer.impl == "fast"                                  # the compiled kernels by default
     with pytest.raises(ValueError, match="impl must be one of"):
-        cls(3, impl="cuda" if cls is GRU else "fast")
+        cls(3, impl="cuda")
 
 
 @pytest.mark.parametrize("impl", ["reference", "fast"])

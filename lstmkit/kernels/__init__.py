@@ -2,12 +2,12 @@
 
 `kernel_ops("lstm", "fast")` returns the compiled LSTM (`lstmkit.kernels.lstm`: lstm_forward,
 lstm_backward, lstm_step), `kernel_ops("lstm", "reference")` the readable NumPy of
-`lstmkit.cells.lstm`; the same for "gru". The tanh RNN has the reference only.
+`lstmkit.cells.lstm`; the same for "gru" and "rnn" (the tanh RNN).
 """
 import importlib
 
 IMPLS = ("fast", "reference")
-FAST = ("lstm", "gru")   # the cells with a compiled twin
+FAST = ("lstm", "gru", "rnn")   # the cells with a compiled twin
 
 
 def kernel_ops(cell, impl="fast"):

@@ -18,7 +18,7 @@ backward  BPTT of the thread's batch rows, then, after one barrier (they read ev
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier_array, gemm, gemm_tn, gemm_tn_scratch, jit, pack,
+from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier, barrier_array, gemm, gemm_tn, gemm_tn_scratch, jit, pack,
                                   packed_gemm, vexp, vrecip, wide_vectors)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
@@ -56,6 +56,27 @@ def step_input(x):
     if x.ndim != 2:
         raise ValueError(f"x must be (batch, features) for one step, got shape {x.shape}")
     return x
+
+
+def step_args(x, W, U, b, gates, bias_shape, **states):
+    """The arguments of one step, checked: x (B, I), W, U, b as in `weights`, and the states
+    (each (B, H)) given by name. Returns x, W, U, b, H and the list of states. (The step's BLAS
+    products run on one thread, as the kernels' do.)"""
+    x = step_input(x)
+    B, I = x.shape
+    W, U, b, H = weights(W, U, b, I, x.dtype, gates, bias_shape)
+    threads.blas_single()
+    return x, W, U, b, H, [checked(s, x.dtype, (B, H), name) for name, s in states.items()]
+
+
+def backward_args(dy, cache, **state_grads):
+    """dy (T, B, H) checked against the forward's cache, and the gradients of the final states
+    given by name (None for zeros) as fresh aligned arrays that BPTT carries back in place, each
+    thread in its own rows. Returns dy and the list of state gradients."""
+    T, B, _ = cache["x"].shape
+    H = cache["U"].shape[0]
+    dtype = cache["x"].dtype
+    return checked(dy, dtype, (T, B, H), "dy"), [state_grad(d, dtype, (B, H), name) for name, d in state_grads.items()]
 
 
 def state_grad(d, dtype, shape, name):
@@ -182,11 +203,13 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
                                                                               runs(B, parts)))], sync)
 
 
-def backward_on_threads(part, x, W, U, cell_args, bias_shape):
+def backward_on_threads(part, cache, cell_args, bias_shape):
     """Run part(x, W, U, UTp, *cell_args, dx, dW, dU, db, ap, bp, sync, q, r0, r1, k0, k1, c0, c1)
-    on the threads: thread q runs BPTT of batch rows r0:r1, then fills rows k0:k1 of dx and
-    columns c0:c1 of dW and dU, and accumulates its own db (float64). Returns dx (T, B, I),
-    dW (I, G), dU (H, G) and db (bias_shape, summed over the threads)."""
+    on the threads, x, W, U from the forward's cache: thread q runs BPTT of batch rows r0:r1,
+    then fills rows k0:k1 of dx and columns c0:c1 of dW and dU, and accumulates its own db
+    (float64). Returns dx (T, B, I), dW (I, G), dU (H, G) and db (bias_shape, summed over the
+    threads)."""
+    x, W, U = cache["x"], cache["W"], cache["U"]
     T, B, I = x.shape
     H, G = U.shape
     dtype = x.dtype
@@ -224,6 +247,18 @@ def recurrent_product(a, U, Up, out, accumulate, transpose):
         packed_gemm(a, Up, out, accumulate)
     else:
         gemm(a, U, out, 1.0 if accumulate else 0.0, False, transpose)
+
+
+@jit
+def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0, c1):
+    """The end of a thread's BPTT: a barrier (the products read every row), then its share of
+    `weight_grads` over all steps. x (T, B, I), hs (T+1, B, H) (h_{t-1} = hs[t]), dxw, dhu (T, B, G)
+    the gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN)."""
+    barrier(sync, q, 1)
+    T, B, I = x.shape
+    G = dxw.shape[2]
+    weight_grads(x.reshape(T * B, I), hs[:T].reshape(T * B, hs.shape[2]), dxw.reshape(T * B, G),
+                 dhu.reshape(T * B, G), W, dx.reshape(T * B, I), dW, dU, ap, bp, k0, k1, c0, c1)
 
 
 @jit

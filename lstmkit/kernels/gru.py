@@ -14,8 +14,8 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (activate, backward_on_threads, checked, forward_on_threads, project,
-                                    recurrent_product, sequence_args, state_grad, step_input, weight_grads, weights)
+from lstmkit.kernels.common import (activate, backward_args, backward_on_threads, checked, finish_backward,
+                                    forward_on_threads, project, recurrent_product, sequence_args, step_args)
 from lstmkit.kernels.core import barrier, gemm, jit, vtanh, wide_vectors
 
 threads.apply_env()
@@ -99,19 +99,19 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
                 db[0, j] += gx[j]
                 db[1, j] += gh[j]
         recurrent_product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} += dhu_t U^T
-    barrier(sync, q, 1)                                  # the products below read every row
-    I = x.shape[2]                                       # dx = dxw W^T, dW = x^T dxw, dU = h_{t-1}^T dhu
-    weight_grads(x.reshape(T * B, I), hs[:T].reshape(T * B, H), dxw.reshape(T * B, G), dhu.reshape(T * B, G),
-                 W, dx.reshape(T * B, I), dW, dU, ap, bp, k0, k1, c0, c1)
+    finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0, c1)   # dx = dxw W^T, dW, dU
 
 
 @jit
-def _step(x, h, W, U, b, rz_shift, ones, a, u, h_out):
-    """One step: x (B, I), h (B, H) -> h_out (B, H); a, u (B, 3H) scratch."""
+def _step(x, h, W, U, b, rz_shift, ones):
+    """One step: x (B, I), h (B, H) -> new h (B, H)."""
+    B, H = h.shape
+    a, u, h_out = np.empty((B, 3 * H), x.dtype), np.empty((B, 3 * H), x.dtype), np.empty((B, H), x.dtype)
     gemm(x, W, a, 0.0, False, False)
     gemm(h, U, u, 0.0, False, False)
-    for r in range(x.shape[0]):
+    for r in range(B):
         _gates(a[r], u[r], h[r], b, rz_shift, ones, h_out[r])
+    return h_out
 
 
 def _rz_affine(b):
@@ -150,27 +150,14 @@ def gru_backward(dy, dh_T, cache):
     dy (T, B, H) is the gradient of the outputs; dh_T (B, H) of the final state (or None).
     Returns dx (T, B, I), dW (I, 3H), dU (H, 3H), db (2, 3H), dh0 (B, H).
     """
-    x, W, U = cache["x"], cache["W"], cache["U"]
-    T, B, _ = x.shape
-    H = U.shape[0]
-    dtype = x.dtype
-    dy = checked(dy, dtype, (T, B, H), "dy")
-    dh = state_grad(dh_T, dtype, (B, H), "dh_T")
-    dxw = buffers.empty((T, B, 3 * H), dtype)
-    dhu = buffers.empty((T, B, 3 * H), dtype)
-    dx, dW, dU, db = backward_on_threads(_backward_part, x, W, U, (
-        cache["b"], dy, dh, cache["gates"], cache["hu"], cache["hs"], cache["lengths"], dxw, dhu), _bias_shape(H))
+    dy, (dh,) = backward_args(dy, cache, dh_T=dh_T)
+    dxw, dhu = buffers.empty(cache["gates"].shape, dy.dtype), buffers.empty(cache["gates"].shape, dy.dtype)
+    dx, dW, dU, db = backward_on_threads(_backward_part, cache, (
+        cache["b"], dy, dh, cache["gates"], cache["hu"], cache["hs"], cache["lengths"], dxw, dhu), cache["b"].shape)
     return dx, dW, dU, db, dh
 
 
 def gru_step(x, h, W, U, b):
     """One step for streaming inference: x (B, I), h (B, H) -> new h (B, H)."""
-    x = step_input(x)
-    B, I = x.shape
-    dtype = x.dtype
-    W, U, b, H = weights(W, U, b, I, dtype, 3, _bias_shape)
-    h = checked(h, dtype, (B, H), "h")
-    h_out = np.empty((B, H), dtype)
-    threads.blas_single()
-    _step(x, h, W, U, b, *_rz_affine(b), np.empty((B, 3 * H), dtype), np.empty((B, 3 * H), dtype), h_out)
-    return h_out
+    x, W, U, b, _, (h,) = step_args(x, W, U, b, 3, _bias_shape, h=h)
+    return _step(x, h, W, U, b, *_rz_affine(b))

@@ -17,8 +17,8 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (activate, backward_on_threads, checked, forward_on_threads, project,
-                                    recurrent_product, sequence_args, state_grad, step_input, weight_grads, weights)
+from lstmkit.kernels.common import (activate, backward_args, backward_on_threads, checked, finish_backward,
+                                    forward_on_threads, project, recurrent_product, sequence_args, step_args)
 from lstmkit.kernels.core import barrier, gemm, jit, vtanh, wide_vectors
 
 threads.apply_env()
@@ -105,11 +105,7 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
             for j in range(G):
                 db[j] += d[j]
         recurrent_product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
-    barrier(sync, q, 1)                                  # the products below read every row of dz
-    I = x.shape[2]
-    dz2 = dz.reshape(T * B, G)                           # dx = dz W^T, dW = x^T dz, dU = h_{t-1}^T dz
-    weight_grads(x.reshape(T * B, I), hs[:T].reshape(T * B, H), dz2, dz2, W, dx.reshape(T * B, I), dW, dU,
-                 ap, bp, k0, k1, c0, c1)
+    finish_backward(x, hs, dz, dz, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0, c1)   # dx = dz W^T, dW, dU
 
 
 def _gate_affine(b):
@@ -122,11 +118,11 @@ def _gate_affine(b):
 
 
 @jit
-def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
-    """One step: x (B, I), h, c (B, H) -> h_out, c_out (B, H); z (B, 4H) is scratch."""
+def _step(x, h, c, W, U, scale, shift):
+    """One step: x (B, I), h, c (B, H) -> new h, c (B, H)."""
     wide_vectors()
-    B, G = z.shape
-    H = G // 4
+    B, H = h.shape
+    z, h_out, c_out = np.empty((B, 4 * H), x.dtype), np.empty((B, H), x.dtype), np.empty((B, H), x.dtype)
     one, two = z.dtype.type(1.0), z.dtype.type(2.0)
     gemm(x, W, z, 0.0, False, False)
     gemm(h, U, z, 1.0, False, False)
@@ -137,6 +133,7 @@ def _step(x, h, c, W, U, scale, shift, z, h_out, c_out):
             cn[j] = zr[H + j] * cp[j] + zr[j] * (two * zr[2 * H + j] - one)
         for j in range(H):
             hn[j] = zr[3 * H + j] * vtanh(cn[j])
+    return h_out, c_out
 
 
 # --- the public functions --------------------------------------------------------------------------
@@ -171,29 +168,14 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     dy (T, B, H) is the gradient of the outputs; dh_T, dc_T (B, H) of the final state (or None).
     Returns dx (T, B, I), dW (I, 4H), dU (H, 4H), db (4H,), dh0 (B, H), dc0 (B, H).
     """
-    x, W, U = cache["x"], cache["W"], cache["U"]
-    T, B, _ = x.shape
-    H = U.shape[0]
-    dtype = x.dtype
-    dy = checked(dy, dtype, (T, B, H), "dy")
-    dh, dc = state_grad(dh_T, dtype, (B, H), "dh_T"), state_grad(dc_T, dtype, (B, H), "dc_T")
-    dz = buffers.empty((T, B, 4 * H), dtype)
-    dx, dW, dU, db = backward_on_threads(_backward_part, x, W, U, (
-        dy, dh, dc, cache["gates"], cache["hs"], cache["cs"], cache["tanh_c"], cache["lengths"], dz), (4 * H,))
+    dy, (dh, dc) = backward_args(dy, cache, dh_T=dh_T, dc_T=dc_T)
+    dz = buffers.empty(cache["gates"].shape, dy.dtype)
+    dx, dW, dU, db = backward_on_threads(_backward_part, cache, (
+        dy, dh, dc, cache["gates"], cache["hs"], cache["cs"], cache["tanh_c"], cache["lengths"], dz), dz.shape[2:])
     return dx, dW, dU, db, dh, dc
 
 
 def lstm_step(x, h, c, W, U, b):
     """One step for streaming inference: x (B, I), h and c (B, H) -> new (h, c)."""
-    x = step_input(x)
-    B, I = x.shape
-    dtype = x.dtype
-    W, U, b, H = weights(W, U, b, I, dtype, 4, _bias_shape)
-    h = checked(h, dtype, (B, H), "h")
-    c = checked(c, dtype, (B, H), "c")
-    h_out = np.empty((B, H), dtype)
-    c_out = np.empty((B, H), dtype)
-    scale, shift = _gate_affine(b)
-    threads.blas_single()
-    _step(x, h, c, W, U, scale, shift, np.empty((B, 4 * H), dtype), h_out, c_out)
-    return h_out, c_out
+    x, W, U, b, _, (h, c) = step_args(x, W, U, b, 4, _bias_shape, h=h, c=c)
+    return _step(x, h, c, W, U, *_gate_affine(b))

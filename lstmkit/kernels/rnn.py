@@ -1,0 +1,127 @@
+"""The fast tanh RNN: same functions, signatures and results as `lstmkit.cells.rnn`, compiled on the
+LSTM's machinery (`lstmkit.kernels.common`: the split among threads and the products). See
+`lstmkit.cells.rnn` for the equations.
+
+Buffers (time-major, as in the reference; from `buffers`, recycled between calls):
+
+    a   (T, B, H)   x_t W + h_{t-1} U (no bias), then h_t = tanh(a_t + b) before masking
+    hs  (T+1, B, H) hs[0] = h0, hs[t+1] = h carried out of step t (frozen past a length)
+    da  (T, B, H)   gradient of the pre-activations (backward only)
+"""
+import numpy as np
+
+from lstmkit.kernels import buffers, threads
+from lstmkit.kernels.common import (backward_args, backward_on_threads, checked, finish_backward, forward_on_threads,
+                                    project, recurrent_product, sequence_args, step_args)
+from lstmkit.kernels.core import barrier, gemm, jit, vtanh, wide_vectors
+
+threads.apply_env()
+
+
+@jit
+def _tanh_row(a, b, hn):
+    """a (H,) <- tanh(a + b) in place, hn (H,) <- the same."""
+    wide_vectors()
+    for j in range(a.shape[0]):
+        a[j] = vtanh(a[j] + b[j])               # h_t = tanh(x_t W + h_{t-1} U + b)
+    for j in range(a.shape[0]):
+        hn[j] = a[j]
+
+
+@jit
+def _forward_part(x, W, Wp, U, Up, b, a, hs, y, lengths, sync, q, k0, k1, r0, r1):
+    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
+    barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, H), U (H, H); Wp, Up packed
+    or empty to use BLAS; b (H,); lengths (B,) int64. Fills a with tanh(a_t + b), hs and y."""
+    T, B, H = a.shape
+    project(x.reshape(T * B, x.shape[2]), W, Wp, a.reshape(T * B, H), k0, k1)   # x_t W, all t at once
+    barrier(sync, q, 1)                                      # the recurrence reads every step's rows
+    for t in range(T):
+        recurrent_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, False)   # + h_{t-1} U
+        for r in range(r0, r1):
+            if t >= lengths[r]:                              # past its length: state frozen, y = 0
+                hs[t + 1, r] = hs[t, r]
+                y[t, r] = 0.0
+                continue
+            _tanh_row(a[t, r], b, hs[t + 1, r])
+            y[t, r] = hs[t + 1, r]
+
+
+@jit
+def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, ap, bp,
+                   sync, q, r0, r1, k0, k1, c0, c1):
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
+    k0:k1 of dx and columns c0:c1 of dW and dU. dy (T, B, H); dh (B, H) carries the state
+    gradient and ends as dh0; a, hs from forward; UTp U^T packed or empty to use BLAS; ap, bp
+    scratch for `core.gemm_tn` or ap empty (BLAS). Fills da (T, B, H), accumulates db (H,)
+    (float64, this thread's own) and fills its share of dx (T, B, I), dW (I, H) and dU (H, H)."""
+    wide_vectors()
+    T, B, H = a.shape
+    one = a.dtype.type(1.0)
+    for t in range(T - 1, -1, -1):
+        for r in range(r0, r1):
+            d = da[t, r]
+            if t >= lengths[r]:          # no step here: da = 0, dh passes through unchanged
+                d[:] = 0.0
+                continue
+            h, dhr, dyr = a[t, r], dh[r], dy[t, r]
+            for j in range(H):
+                d[j] = (dyr[j] + dhr[j]) * (one - h[j] * h[j])  # h_t reached y_t and step t+1; tanh'
+            for j in range(H):
+                dhr[j] = 0.0                                     # the product below adds da_t U^T
+                db[j] += d[j]
+        recurrent_product(da[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = da_t U^T (+ frozen)
+    finish_backward(x, hs, da, da, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0, c1)   # dx = da W^T, dW, dU
+
+
+@jit
+def _step(x, h, W, U, b):
+    """One step: x (B, I), h (B, H) -> new h (B, H)."""
+    a, h_out = np.empty(h.shape, x.dtype), np.empty(h.shape, x.dtype)
+    gemm(x, W, a, 0.0, False, False)
+    gemm(h, U, a, 1.0, False, False)
+    for r in range(h.shape[0]):
+        _tanh_row(a[r], b, h_out[r])
+    return h_out
+
+
+# --- the public functions --------------------------------------------------------------------------
+
+def _bias_shape(H):
+    return (H,)
+
+
+def rnn_forward(x, W, U, b, h0=None, lengths=None):
+    """Run the tanh RNN over x (T, B, I).
+
+    Returns y (T, B, H) every hidden state, h_T (B, H), and the cache for backward.
+    """
+    x, W, U, b, lens, H = sequence_args(x, W, U, b, lengths, 1, _bias_shape)
+    T, B, _ = x.shape
+    dtype = x.dtype
+    a = buffers.empty((T, B, H), dtype)
+    hs = buffers.empty((T + 1, B, H), dtype)
+    hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
+    y = buffers.empty((T, B, H), dtype)
+    forward_on_threads(_forward_part, x, W, U, (b, a, hs, y), lens)
+    cache = dict(x=x, W=W, U=U, a=a, hs=hs, lengths=lens)
+    return y, hs[T].copy(), cache
+
+
+def rnn_backward(dy, dh_T, cache):
+    """Backpropagation through time.
+
+    dy (T, B, H) is the gradient of the outputs; dh_T (B, H) of the final state (or None).
+    Returns dx (T, B, I), dW (I, H), dU (H, H), db (H,), dh0 (B, H).
+    """
+    dy, (dh,) = backward_args(dy, cache, dh_T=dh_T)
+    da = buffers.empty(dy.shape, dy.dtype)
+    dx, dW, dU, db = backward_on_threads(_backward_part, cache, (
+        dy, dh, cache["a"], cache["hs"], cache["lengths"], da), da.shape[2:])
+    return dx, dW, dU, db, dh
+
+
+def rnn_step(x, h, W, U, b):
+    """One step for streaming inference: x (B, I), h (B, H) -> new h (B, H)."""
+    x, W, U, b, _, (h,) = step_args(x, W, U, b, 1, _bias_shape, h=h)
+    return _step(x, h, W, U, b)
