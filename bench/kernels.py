@@ -1,5 +1,5 @@
-"""lstmkit's compiled LSTM (or GRU) against torch.nn.LSTM (or GRU), side by side in one process
-(DESIGN.md §5; its targets are the LSTM's).
+"""lstmkit's compiled LSTM (or GRU, tanh RNN) against torch.nn.LSTM (GRU, RNN), side by side in one
+process (DESIGN.md §5; its targets are the LSTM's).
 
 Training step = forward + backward of the sum of the outputs (gradients of x and all weights);
 inference = forward without gradients; streaming = 100 single steps at batch 1, H=256, carrying
@@ -7,7 +7,7 @@ the state. Both sides run float32 on the same thread count, alternating, medians
 repetitions after warm-up, each timed call after 50 ms of untimed calls of the same side (see
 race). ratio = torch time / lstmkit time (> 1: lstmkit is faster).
 
-    python bench/kernels.py [--cell lstm|gru] [--threads 2] [--reps 7] [--json FILE] [--quick]
+    python bench/kernels.py [--cell lstm|gru|rnn] [--threads 2] [--reps 7] [--json FILE] [--quick]
                             [--clock wall|thread]
 
 --clock thread times the CPU time of the calling thread instead of the wall clock: with
@@ -83,18 +83,21 @@ class Cell:
     """The LSTM or the GRU on both sides: torch's module, its weights in lstmkit's layout, and
     lstmkit's compiled calls on them."""
 
+    GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
     def __init__(self, name, torch):
         from lstmkit.kernels import kernel_ops
         self.name, self.torch, self.ops = name, torch, kernel_ops(name, "fast")
-        self.gates = 4 if name == "lstm" else 3
+        self.gates = self.GATES[name]
 
     def module(self, I, H):
         self.torch.manual_seed(0)
-        module = (self.torch.nn.LSTM if self.name == "lstm" else self.torch.nn.GRU)(I, H)
+        nn = self.torch.nn
+        module = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[self.name](I, H)
         W = module.weight_ih_l0.detach().numpy().T.copy()
         U = module.weight_hh_l0.detach().numpy().T.copy()
         b_ih, b_hh = module.bias_ih_l0.detach().numpy(), module.bias_hh_l0.detach().numpy()
-        return module, (W, U, b_ih + b_hh if self.name == "lstm" else np.stack([b_ih, b_hh]))
+        return module, (W, U, np.stack([b_ih, b_hh]) if self.name == "gru" else b_ih + b_hh)
 
     def forward(self, x, weights):
         return getattr(self.ops, f"{self.name}_forward")(x, *weights)
@@ -111,7 +114,7 @@ class Cell:
             if self.name == "lstm":
                 h, c = self.ops.lstm_step(x, h, c, *weights)
             else:
-                h = self.ops.gru_step(x, h, *weights)
+                h = getattr(self.ops, f"{self.name}_step")(x, h, *weights)
 
 
 def bench_shape(B, T, I, H, reps, cell, torch):
@@ -159,7 +162,7 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per case (>= 5)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--quick", action="store_true", help="skip the largest shape")
-    p.add_argument("--cell", choices=["lstm", "gru"], default="lstm",
+    p.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm",
                    help="the cell to compare (default lstm; DESIGN.md's targets are the LSTM's)")
     p.add_argument("--clock", choices=["wall", "thread"], default="wall",
                    help="wall clock (default) or CPU time of this thread (only with --threads 1)")
