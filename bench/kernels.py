@@ -80,8 +80,8 @@ def matmul_gflops(reps):
 
 
 class Cell:
-    """The LSTM or the GRU on both sides: torch's module, its weights in lstmkit's layout, and
-    lstmkit's compiled calls on them."""
+    """The LSTM, GRU or tanh RNN on both sides: torch's module, its weights in lstmkit's layout,
+    and lstmkit's compiled calls on them."""
 
     GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 

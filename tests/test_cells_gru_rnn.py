@@ -155,7 +155,7 @@ fast = pytest.mark.parametrize("cell", ["gru_fast", "rnn_fast"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("T,B,I,H,lengths", [
     (6, 9, 5, 32, None), (4, 16, 8, 24, None),        # packed 8 x 32 tiles; H not a multiple of 32
-    (2, 16, 3, 256, None), (4, 32, 8, 64, None),      # batch rows split among the threads
+    (2, 16, 3, 256, None), (4, 32, 8, 64, None),      # batch rows split among the threads (GRU)
     (3, 17, 5, 256, [3] * 15 + [1, 2]),               # ... unevenly, with lengths
     (6, 1, 7, 128, None), (3, 5, 4, 32, [3, 1, 2, 3, 1]),   # one-row tiles (batch < 8)
     (2, 3, 520, 32, None), (2, 16, 3, 1056, None)])   # x W by BLAS; dh U^T in blocks of k (K > 1024)
@@ -166,7 +166,7 @@ def test_fast_cells_at_kernel_shapes(cell, T, B, I, H, lengths, dtype):
 @fast
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize("T,B,I,H,dtype", [(3, 17, 5, 256, np.float32), (4, 32, 8, 64, np.float32),
-                                           (2, 16, 3, 256, np.float64)])
+                                           (3, 26, 5, 128, np.float32), (2, 16, 3, 256, np.float64)])
 def test_fast_cells_give_the_same_numbers_on_every_thread_count(cell, n, T, B, I, H, dtype):
     try:
         lstmkit.set_num_threads(n)
@@ -187,6 +187,23 @@ def test_fast_step_equals_sequence_in_float32(cell, B, H):
         h = c.step(x[t], h, W, U, b)
         assert h.dtype == np.float32
         np.testing.assert_allclose(h, y[t], rtol=1e-5, atol=1e-6)
+
+
+@fast
+def test_fast_backward_defaults_repeats_and_strided_inputs(cell):
+    # dh_T None is zeros; backward twice on one cache gives the same gradients; strided views of
+    # every input give the numbers of their contiguous copies.
+    c = CELLS[cell]
+    _, (x, W, U, b, h0), (dy, dh) = make_case(cell, 3, 17, 6, 64, np.float32, seed=7)
+    y, hT, cache = c.forward(x, W, U, b, h0)
+    first = c.backward(dy, None, cache)
+    for g, again, zero in zip(first, c.backward(dy, None, cache), c.backward(dy, np.zeros_like(dh), cache)):
+        assert np.array_equal(g, again) and np.array_equal(g, zero)
+    wide = lambda a: np.repeat(a, 2, axis=-1)[..., ::2]           # the same values, stride 2
+    ys, hs, cs = c.forward(wide(x), wide(W), wide(U), wide(b), wide(h0))
+    assert np.array_equal(ys, y) and np.array_equal(hs, hT)
+    for g, gs in zip(c.backward(wide(dy), wide(dh), cache), c.backward(dy, dh, cache)):
+        assert np.array_equal(g, gs)
 
 
 @fast

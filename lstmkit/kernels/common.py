@@ -1,4 +1,4 @@
-"""What the fast LSTM and GRU share: argument checks, how a call's work is split among the threads,
+"""What the fast LSTM, GRU and tanh RNN share: argument checks, how a call's work is split among the threads,
 weights packed for the register tile, the sigmoid pass, and the products.
 
 Each call starts one compiled function per thread, once (`forward_on_threads`,
@@ -13,7 +13,8 @@ forward   x_t W for all steps, each thread a block of the T B rows (`project`: `
           batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
 backward  BPTT of the thread's batch rows, then, after one barrier (they read every row), the
           thread's share of the products over all steps (`weight_grads`): rows of dx = dxw W^T
-          (BLAS) and column panels of dW = x^T dxw and dU = h_{t-1}^T dhu (`core.gemm_tn`).
+          (BLAS) and column panels of dW = x^T dxw and dU = h_{t-1}^T dhu (`core.gemm_tn` for
+          float32 with H a multiple of 32, else BLAS).
 """
 import numpy as np
 
@@ -60,13 +61,13 @@ def step_input(x):
 
 def step_args(x, W, U, b, gates, bias_shape, **states):
     """The arguments of one step, checked: x (B, I), W, U, b as in `weights`, and the states
-    (each (B, H)) given by name. Returns x, W, U, b, H and the list of states. (The step's BLAS
+    (each (B, H)) given by name. Returns x, W, U, b and the list of states. (The step's BLAS
     products run on one thread, as the kernels' do.)"""
     x = step_input(x)
     B, I = x.shape
     W, U, b, H = weights(W, U, b, I, x.dtype, gates, bias_shape)
     threads.blas_single()
-    return x, W, U, b, H, [checked(s, x.dtype, (B, H), name) for name, s in states.items()]
+    return x, W, U, b, [checked(s, x.dtype, (B, H), name) for name, s in states.items()]
 
 
 def backward_args(dy, cache, **state_grads):
@@ -122,9 +123,9 @@ def lengths_of(lengths, T, B):
 
 def batch_parts(B, H, G, dtype):
     """How many threads run the recurrence side by side, each on its own run of batch rows. Each
-    run needs the 8 rows of a packed tile (float32) and enough work to pay for a thread (about
-    0.1 ms to start: a per-step product h U (H, G) of >= 0.3 MFLOP in all; at 16, 200, 64, 64 two
-    threads take a GRU training step from 5.1 to 3.8 ms, an LSTM's from 6.4 to 4.4)."""
+    run needs the 8 rows of a packed tile (float32) and enough work per step to pay for a thread
+    (a rule of thumb, measured: a per-step product h U (H, G) of >= 0.3 MFLOP; at 16, 200, 64, 64
+    two threads take a GRU training step from 5.1 to 3.8 ms, an LSTM's from 6.4 to 4.4)."""
     n = threads.get_num_threads()
     if n == 1 or 2 * B * H * G < 3e5:
         return 1
@@ -264,8 +265,9 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0,
 @jit
 def weight_grads(x2, h2, dxw2, dhu2, W, dx2, dW, dU, ap, bp, k0, k1, c0, c1):
     """A thread's share of the gradients of x W and h U over all steps: rows k0:k1 of
-    dx = dxw W^T (T B, I), columns c0:c1 of dW = x^T dxw (I, G) and dU = h_{t-1}^T dhw (H, G).
-    dxw2, dhu2 (T B, G) are the gradients of x_t W and h_{t-1} U (the same array for the LSTM);
+    dx = dxw W^T (T B, I), columns c0:c1 of dW = x^T dxw (I, G) and dU = h_{t-1}^T dhu (H, G).
+    dxw2, dhu2 (T B, G) are the gradients of x_t W and h_{t-1} U (the same array for the LSTM and
+    the RNN);
     ap, bp scratch for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use BLAS."""
     gemm(dxw2[k0:k1], W, dx2[k0:k1], 0.0, False, True)
     if ap.shape[0]:

@@ -159,5 +159,5 @@ def gru_backward(dy, dh_T, cache):
 
 def gru_step(x, h, W, U, b):
     """One step for streaming inference: x (B, I), h (B, H) -> new h (B, H)."""
-    x, W, U, b, _, (h,) = step_args(x, W, U, b, 3, _bias_shape, h=h)
+    x, W, U, b, (h,) = step_args(x, W, U, b, 3, _bias_shape, h=h)
     return _step(x, h, W, U, b, *_rz_affine(b))

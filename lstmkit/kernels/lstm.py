@@ -177,5 +177,5 @@ def lstm_backward(dy, dh_T, dc_T, cache):
 
 def lstm_step(x, h, c, W, U, b):
     """One step for streaming inference: x (B, I), h and c (B, H) -> new (h, c)."""
-    x, W, U, b, _, (h, c) = step_args(x, W, U, b, 4, _bias_shape, h=h, c=c)
+    x, W, U, b, (h, c) = step_args(x, W, U, b, 4, _bias_shape, h=h, c=c)
     return _step(x, h, c, W, U, *_gate_affine(b))

@@ -4,7 +4,7 @@ LSTM's machinery (`lstmkit.kernels.common`: the split among threads and the prod
 
 Buffers (time-major, as in the reference; from `buffers`, recycled between calls):
 
-    a   (T, B, H)   x_t W + h_{t-1} U (no bias), then h_t = tanh(a_t + b) before masking
+    a   (T, B, H)   x_t W + h_{t-1} U (no bias), then h_t = tanh(a_t + b) (left so past a length)
     hs  (T+1, B, H) hs[0] = h0, hs[t+1] = h carried out of step t (frozen past a length)
     da  (T, B, H)   gradient of the pre-activations (backward only)
 """
@@ -123,5 +123,5 @@ def rnn_backward(dy, dh_T, cache):
 
 def rnn_step(x, h, W, U, b):
     """One step for streaming inference: x (B, I), h (B, H) -> new h (B, H)."""
-    x, W, U, b, _, (h,) = step_args(x, W, U, b, 1, _bias_shape, h=h)
+    x, W, U, b, (h,) = step_args(x, W, U, b, 1, _bias_shape, h=h)
     return _step(x, h, W, U, b)
