@@ -1,5 +1,5 @@
-"""What the fast LSTM, GRU and tanh RNN share: argument checks, how a call's work is split among the threads,
-weights packed for the register tile, the sigmoid pass, and the products.
+"""What the fast LSTM, GRU and tanh RNN share: argument checks, how a call's work is split among
+the threads, weights packed for the register tile, the sigmoid pass, and the products.
 
 Each call starts one compiled function per thread, once (`forward_on_threads`,
 `backward_on_threads`): no Python, no allocation and no thread start per step.
@@ -12,26 +12,31 @@ forward   x_t W for all steps, each thread a block of the T B rows (`project`: `
           packed once per call for float32 runs of 8 rows or more, a 1 x 128 one for smaller
           batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
 backward  BPTT of the thread's batch rows, then, after one barrier (they read every row), the
-          thread's share of the products over all steps (`weight_grads`): rows of dx = dxw W^T
+          thread's share of the products over all steps (`finish_backward`): rows of dx = dxw W^T
           (BLAS) and column panels of dW = x^T dxw and dU = h_{t-1}^T dhu (`core.gemm_tn` for
           float32 with H a multiple of 32, else BLAS).
 """
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier, barrier_array, gemm, gemm_tn, gemm_tn_scratch, jit, pack,
-                                  packed_gemm, vexp, vrecip, wide_vectors)
+from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier, barrier_array, gemm, gemm_tn,
+                                  gemm_tn_scratch, jit, pack, packed_gemm, vexp, vrecip, wide_vectors)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
 
 
 # --- argument checks ------------------------------------------------------------------------------
 
-def dtype_of(x):
+def _array(x, layout, ndim, nonempty):
+    """x as a C-contiguous float32 or float64 array of ndim axes (layout names them), none of
+    them empty where nonempty."""
     dtype = np.asarray(x).dtype
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"x must be float32 or float64, got {dtype}; convert it with x.astype(np.float32)")
-    return dtype
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if x.ndim != ndim or (nonempty and 0 in x.shape):
+        raise ValueError(f"x must be {layout}, got shape {x.shape}")
+    return x
 
 
 def checked(a, dtype, shape, name):
@@ -42,28 +47,11 @@ def checked(a, dtype, shape, name):
     return a
 
 
-def sequence(x):
-    """x (T, B, I) checked: float32 or float64, C-contiguous, no empty axis."""
-    dtype = dtype_of(x)
-    x = np.ascontiguousarray(x, dtype=dtype)
-    if x.ndim != 3 or 0 in x.shape:
-        raise ValueError(f"x must be time-major (time, batch, features) with no empty axis, got shape {x.shape}")
-    return x
-
-
-def step_input(x):
-    """x (B, I) of one step, checked: float32 or float64, C-contiguous."""
-    x = np.ascontiguousarray(x, dtype=dtype_of(x))
-    if x.ndim != 2:
-        raise ValueError(f"x must be (batch, features) for one step, got shape {x.shape}")
-    return x
-
-
 def step_args(x, W, U, b, gates, bias_shape, **states):
     """The arguments of one step, checked: x (B, I), W, U, b as in `weights`, and the states
     (each (B, H)) given by name. Returns x, W, U, b and the list of states. (The step's BLAS
     products run on one thread, as the kernels' do.)"""
-    x = step_input(x)
+    x = _array(x, "(batch, features) for one step", 2, nonempty=False)
     B, I = x.shape
     W, U, b, H = weights(W, U, b, I, x.dtype, gates, bias_shape)
     threads.blas_single()
@@ -101,7 +89,7 @@ def weights(W, U, b, I, dtype, gates, bias_shape):
 def sequence_args(x, W, U, b, lengths, gates, bias_shape):
     """x (T, B, I), W (I, gates H), U (H, gates H), b (bias_shape(H)) and lengths, checked;
     returns them and H."""
-    x = sequence(x)
+    x = _array(x, "time-major (time, batch, features) with no empty axis", 3, nonempty=True)
     T, B, I = x.shape
     W, U, b, H = weights(W, U, b, I, x.dtype, gates, bias_shape)
     return x, W, U, b, lengths_of(lengths, T, B), H
@@ -163,19 +151,21 @@ def use_blas(dtype):
     return np.empty((0, 0, TILE_COLS), dtype)
 
 
+def _by_gemm_tn(H, dtype):
+    """Whether the weight gradients go to `core.gemm_tn` (float32, H a multiple of 32), else BLAS."""
+    return dtype == np.float32 and H % TILE_COLS == 0
+
+
 def weight_grad_scratch(I, H, cols, dtype):
     """gemm_tn's scratch for a thread's columns cols = (c0, c1) of the weight gradients, or empty
-    arrays (BLAS) when float64 or H is not a multiple of 32 (`weight_grad_columns` then splits
-    freely)."""
-    tn = dtype == np.float32 and H % TILE_COLS == 0
-    return gemm_tn_scratch(max(I, H) if tn else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
+    arrays when they go to BLAS."""
+    return gemm_tn_scratch(max(I, H) if _by_gemm_tn(H, dtype) else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
 
 
 def weight_grad_columns(G, H, parts, dtype):
     """The runs of the G weight-gradient columns the threads take: whole 32-column panels for
-    gemm_tn (float32, H a multiple of 32), else any."""
-    tn = dtype == np.float32 and H % TILE_COLS == 0
-    return runs(G, parts, TILE_COLS if tn else 1)
+    gemm_tn, else any."""
+    return runs(G, parts, TILE_COLS if _by_gemm_tn(H, dtype) else 1)
 
 
 @jit
@@ -252,24 +242,17 @@ def recurrent_product(a, U, Up, out, accumulate, transpose):
 
 @jit
 def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0, c1):
-    """The end of a thread's BPTT: a barrier (the products read every row), then its share of
-    `weight_grads` over all steps. x (T, B, I), hs (T+1, B, H) (h_{t-1} = hs[t]), dxw, dhu (T, B, G)
-    the gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN)."""
+    """The end of a thread's BPTT: a barrier (the products read every row), then its share of the
+    products over all steps: rows k0:k1 of dx = dxw W^T, columns c0:c1 of dW = x^T dxw and
+    dU = h_{t-1}^T dhu. x (T, B, I), hs (T+1, B, H) (h_{t-1} = hs[t]), dxw, dhu (T, B, G) the
+    gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN); ap, bp scratch
+    for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use BLAS."""
     barrier(sync, q, 1)
     T, B, I = x.shape
     G = dxw.shape[2]
-    weight_grads(x.reshape(T * B, I), hs[:T].reshape(T * B, hs.shape[2]), dxw.reshape(T * B, G),
-                 dhu.reshape(T * B, G), W, dx.reshape(T * B, I), dW, dU, ap, bp, k0, k1, c0, c1)
-
-
-@jit
-def weight_grads(x2, h2, dxw2, dhu2, W, dx2, dW, dU, ap, bp, k0, k1, c0, c1):
-    """A thread's share of the gradients of x W and h U over all steps: rows k0:k1 of
-    dx = dxw W^T (T B, I), columns c0:c1 of dW = x^T dxw (I, G) and dU = h_{t-1}^T dhu (H, G).
-    dxw2, dhu2 (T B, G) are the gradients of x_t W and h_{t-1} U (the same array for the LSTM and
-    the RNN);
-    ap, bp scratch for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use BLAS."""
-    gemm(dxw2[k0:k1], W, dx2[k0:k1], 0.0, False, True)
+    x2, h2 = x.reshape(T * B, I), hs[:T].reshape(T * B, hs.shape[2])
+    dxw2, dhu2 = dxw.reshape(T * B, G), dhu.reshape(T * B, G)
+    gemm(dxw2[k0:k1], W, dx.reshape(T * B, I)[k0:k1], 0.0, False, True)
     if ap.shape[0]:
         gemm_tn(x2, dxw2, dW, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)
         gemm_tn(h2, dhu2, dU, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp)

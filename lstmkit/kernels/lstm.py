@@ -25,6 +25,24 @@ threads.apply_env()
 
 
 @jit
+def _cell(z, scale, shift, cp, cn, th, hn):
+    """One row of one step: z (4H,) the pre-activations -> i, f, (g+1)/2, o in place; cp (H,)
+    C_{t-1} -> cn C_t, th tanh(C_t), hn h_t. Each pass reads and writes few arrays so that it
+    vectorises."""
+    wide_vectors()
+    H = cn.shape[0]
+    one, two = z.dtype.type(1.0), z.dtype.type(2.0)
+    activate(z, scale, shift)
+    i, f, gs, o = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
+    for j in range(H):
+        cn[j] = f[j] * cp[j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
+    for j in range(H):
+        th[j] = vtanh(cn[j])                                  # tanh(C_t)
+    for j in range(H):
+        hn[j] = o[j] * th[j]                                  # h_t = o tanh(C_t)
+
+
+@jit
 def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
     barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed
@@ -36,7 +54,6 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
-    one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
     project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1)   # x_t W, all t at once
     barrier(sync, q, 1)                                      # the recurrence reads every step's rows
     for t in range(T):
@@ -49,15 +66,7 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
                     cn[j] = cp[j]
                     yr[j] = 0.0
                 continue
-            z = gates[t, r]
-            activate(z, scale, shift)
-            i, f, gs, o, th = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:], tanh_c[t, r]
-            for j in range(H):
-                cn[j] = f[j] * cp[j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
-            for j in range(H):
-                th[j] = vtanh(cn[j])                                  # tanh(C_t)
-            for j in range(H):
-                hn[j] = o[j] * th[j]                                  # h_t = o tanh(C_t)
+            _cell(gates[t, r], scale, shift, cp, cn, tanh_c[t, r], hn)
             for j in range(H):
                 yr[j] = hn[j]
 
@@ -120,19 +129,13 @@ def _gate_affine(b):
 @jit
 def _step(x, h, c, W, U, scale, shift):
     """One step: x (B, I), h, c (B, H) -> new h, c (B, H)."""
-    wide_vectors()
     B, H = h.shape
     z, h_out, c_out = np.empty((B, 4 * H), x.dtype), np.empty((B, H), x.dtype), np.empty((B, H), x.dtype)
-    one, two = z.dtype.type(1.0), z.dtype.type(2.0)
+    th = np.empty(H, x.dtype)
     gemm(x, W, z, 0.0, False, False)
     gemm(h, U, z, 1.0, False, False)
     for r in range(B):
-        zr, cp, hn, cn = z[r], c[r], h_out[r], c_out[r]
-        activate(zr, scale, shift)
-        for j in range(H):
-            cn[j] = zr[H + j] * cp[j] + zr[j] * (two * zr[2 * H + j] - one)
-        for j in range(H):
-            hn[j] = zr[3 * H + j] * vtanh(cn[j])
+        _cell(z[r], scale, shift, c[r], c_out[r], th, h_out[r])
     return h_out, c_out
 
 

@@ -1,10 +1,10 @@
 """One thread setting for every thread the kernels use.
 
 The kernels' threads are their own small pool of Python threads running compiled code that
-releases the GIL (`run_parallel`). An LSTM call starts one compiled function per thread, once
-(`lstm._forward_part`, `lstm._backward_part`): each takes its share of the large products and its
-own batch rows of the recurrence, and they meet at a spinning barrier (`core.barrier`) only
-where one needs what another computed. `set_num_threads(n)` bounds that pool (n - 1 threads plus
+releases the GIL (`run_parallel`). A kernel call starts one compiled function per thread, once
+(`common.forward_on_threads`, `common.backward_on_threads`): each takes its share of the large
+products and its own batch rows of the recurrence, and they meet at a spinning barrier
+(`core.barrier`) only where one needs what another computed. `set_num_threads(n)` bounds that pool (n - 1 threads plus
 the caller) and, through threadpoolctl, NumPy's and SciPy's OpenBLAS, so n threads is n threads.
 `LSTMKIT_NUM_THREADS` does the same when the kernels are first imported.
 
