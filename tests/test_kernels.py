@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -397,6 +398,22 @@ def test_concurrent_callers_and_interleaved_caches(kernel_threads):
         for ours, theirs in zip(got, want):
             for name in NAMES:
                 assert rel_error(ours[name], theirs[name]) < 1e-5, name
+
+
+def test_idle_workers_sleep_and_wake_for_the_next_call(kernel_threads):
+    # The crew's threads spin for about a millisecond after a job, then sleep; the next call must
+    # wake them (the two-sided flag in core.await_job / core.post) and get the same numbers.
+    from lstmkit.kernels import core, threads
+    kernel_threads(2)
+    check(4, 16, 8, 128, np.float32, seed=5, against_torch=False)   # 2 threads: the crew ran a part
+    crew = threads._crew
+    asleep = crew.mail[core.ASLEEP::core.SYNC_STRIDE]
+    deadline = time.monotonic() + 10
+    while not asleep.all() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert asleep.all()
+    check(4, 16, 8, 128, np.float32, seed=6, against_torch=False)
+    assert threads._crew is crew
 
 
 def test_a_failing_thread_releases_the_others():

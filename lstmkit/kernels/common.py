@@ -19,7 +19,7 @@ backward  BPTT of the thread's batch rows, then, after one barrier (they read ev
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier, barrier_array, gemm, gemm_tn,
+from lstmkit.kernels.core import (ROW_COLS, TILE_COLS, TILE_ROWS, barrier, barrier_array, finished, gemm, gemm_tn,
                                   gemm_tn_scratch, jit, pack, packed_gemm, vexp, vrecip, wide_vectors)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
@@ -259,3 +259,4 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0,
     else:
         gemm(x2, dxw2[:, c0:c1], dW[:, c0:c1], 0.0, True, False)
         gemm(h2, dhu2[:, c0:c1], dU[:, c0:c1], 0.0, True, False)
+    finished(sync, q)

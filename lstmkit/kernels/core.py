@@ -426,17 +426,33 @@ def _load_acquire(typingctx, arr, idx):
     return types.int64(arr, idx), codegen
 
 
-@intrinsic
-def _store_release(typingctx, arr, idx, value):
-    """arr[idx] = value for an int64 array, visible to other threads after every earlier write."""
-    if arr != types.int64[::1]:
-        return None
+def _make_store(ordering):
+    """An intrinsic arr[idx] = value for an int64 array, atomic with LLVM's ordering."""
+    def store(typingctx, arr, idx, value):
+        if arr != types.int64[::1]:
+            return None
 
+        def codegen(context, builder, signature, args):
+            ptr = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+            builder.store_atomic(context.cast(builder, args[2], signature.args[2], types.int64), ptr, ordering, 8)
+            return context.get_dummy_value()
+        return types.void(arr, idx, value), codegen
+    store.__name__ = f"_store_{ordering}"
+    return intrinsic(store)
+
+
+_store_release = _make_store("release")   # visible to other threads after every earlier write
+_store_seq_cst = _make_store("seq_cst")   # also before any later read (a full fence)
+
+
+@intrinsic
+def _cycles(typingctx):
+    """The CPU's cycle counter (x86: the time-stamp counter)."""
     def codegen(context, builder, signature, args):
-        ptr = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
-        builder.store_atomic(context.cast(builder, args[2], signature.args[2], types.int64), ptr, "release", 8)
-        return context.get_dummy_value()
-    return types.void(arr, idx, value), codegen
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.int64(), codegen
 
 
 @intrinsic
@@ -471,16 +487,105 @@ def barrier_array(parts):
 
 
 @jit
+def _spin_turn(spins):
+    """One turn of a spin-wait (pause), giving the core away every SPINS_BEFORE_YIELD turns, so
+    that a busy machine slows a wait down but does not stall it. Returns the turns counted."""
+    _spin_pause()
+    spins += 1
+    if spins == SPINS_BEFORE_YIELD:
+        _yield_cpu()
+        spins = 0
+    return spins
+
+
+@jit
 def barrier(sync, q, step):
     """Thread q of sync.size / SYNC_STRIDE has finished `step` (1, 2, ...): publish that and wait
-    until every thread has. About 0.2 µs on two idle cores; a thread that waits long gives its
-    core away (sched_yield), so a busy machine slows the loop down but does not stall it."""
+    until every thread has. About 0.2 µs on two idle cores."""
     _store_release(sync, q * SYNC_STRIDE, step)
     for p in range(sync.size // SYNC_STRIDE):
         spins = 0
         while _load_acquire(sync, p * SYNC_STRIDE) < step:
-            _spin_pause()
-            spins += 1
-            if spins == SPINS_BEFORE_YIELD:
-                _yield_cpu()
-                spins = 0
+            spins = _spin_turn(spins)
+
+
+# --- handing jobs to spinning threads (`threads.run_parallel`) ------------------------------------
+# A thread that sleeps on a lock costs 30-80 µs to wake on a virtual machine (the idle core halts),
+# and a Python thread that waits for the GIL sleeps. So the crew's threads spin, without the GIL,
+# for about a millisecond after each job; the caller posts a job from compiled code (it holds no
+# GIL then) and waits until each worker's part has started (it holds no GIL either) before taking
+# the GIL to start its own part.
+
+STARTED = 1                     # slot of a thread's line in a barrier array: its part has started
+AWAITING = 2                    # slot of the caller's line: it waits for the workers, without the GIL
+POSTED, DONE, ASLEEP = 0, 1, 2  # slots of a worker's line in the crew's mailbox
+
+
+@jit
+def started(sync, q):
+    """Thread q runs its part, without the GIL: the caller of `threads.run_parallel` may take the
+    GIL to start its own. Every part run by run_parallel calls this first."""
+    _store_release(sync, q * SYNC_STRIDE + STARTED, 1)
+
+
+@jit
+def finished(sync, q):
+    """The end of thread q's part. A worker (q > 0) waits here until the caller waits for it
+    without the GIL (`await_done`): both ending at once, one would find the GIL taken and sleep."""
+    if q > 0:
+        spins = 0
+        while _load_acquire(sync, AWAITING) == 0:
+            spins = _spin_turn(spins)
+
+
+@jit
+def post(mail, workers, seq, sync, wake_sent):
+    """Hand job seq to workers 0..workers-1 (they run threads 1..workers of sync) and wait until
+    each has started its part (or finished). Returns -1 then; or, unless wake_sent, as soon as a
+    worker is asleep, that worker (wake it, then call again with wake_sent)."""
+    for w in range(workers):
+        _store_seq_cst(mail, w * SYNC_STRIDE + POSTED, seq)
+    for w in range(workers):
+        spins = 0
+        while (_load_acquire(sync, (w + 1) * SYNC_STRIDE + STARTED) == 0
+               and _load_acquire(mail, w * SYNC_STRIDE + DONE) != seq):
+            if not wake_sent and _load_acquire(mail, w * SYNC_STRIDE + ASLEEP) != 0:
+                return w
+            spins = _spin_turn(spins)
+    return -1
+
+
+@jit
+def await_job(mail, w, last, budget):
+    """Worker w: spin until a job other than `last` is posted and return its number; after budget
+    cycles without one, mark the worker asleep and return 0 (it then sleeps in Python)."""
+    start = _cycles()
+    while True:
+        seq = _load_acquire(mail, w * SYNC_STRIDE + POSTED)
+        if seq != last:
+            return seq
+        if _cycles() - start > budget:
+            _store_seq_cst(mail, w * SYNC_STRIDE + ASLEEP, 1)    # then look once more: a poster that
+            seq = _load_acquire(mail, w * SYNC_STRIDE + POSTED)  # missed this flag has posted by now
+            if seq != last:
+                _store_release(mail, w * SYNC_STRIDE + ASLEEP, 0)
+                return seq
+            return 0
+        _spin_pause()
+
+
+@jit
+def finish_job(mail, w, seq, budget):
+    """Worker w has finished job seq: say so, then `await_job` the next."""
+    _store_release(mail, w * SYNC_STRIDE + DONE, seq)
+    return await_job(mail, w, seq, budget)
+
+
+@jit
+def await_done(mail, workers, seq, sync):
+    """Wait until workers 0..workers-1 have finished job seq, whose parts share sync."""
+    _store_release(sync, AWAITING, 1)
+    for w in range(workers):
+        spins = 0
+        while _load_acquire(mail, w * SYNC_STRIDE + DONE) != seq:
+            spins = _spin_turn(spins)

@@ -16,7 +16,7 @@ import numpy as np
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (activate, backward_args, backward_on_threads, checked, finish_backward,
                                     forward_on_threads, project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import barrier, gemm, jit, vtanh, wide_vectors
+from lstmkit.kernels.core import barrier, finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -44,6 +44,7 @@ def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths,
     barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed
     or empty to use BLAS; b (2, 3H), rz_shift and ones (2H,) from `_rz_affine`; lengths (B,) int64.
     Fills gates with r, z, n, hu, hs, y."""
+    started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, G = gates.shape
     project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1)   # x_t W, all t at once
     barrier(sync, q, 1)                                      # the recurrence reads every step's rows
@@ -57,6 +58,7 @@ def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths,
                 continue
             _gates(gates[t, r], hu[t, r], hp, b, rz_shift, ones, hn)
             yr[:] = hn
+    finished(sync, q)
 
 
 @jit
@@ -68,6 +70,7 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
     ap, bp scratch for `core.gemm_tn` or ap empty (BLAS). Fills dxw, dhu (T, B, 3H),
     accumulates db (2, 3H) (float64, this thread's own) and fills its share of dx (T, B, I),
     dW (I, 3H) and dU (H, 3H)."""
+    started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
     H = G // 3

@@ -19,7 +19,7 @@ import numpy as np
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (activate, backward_args, backward_on_threads, checked, finish_backward,
                                     forward_on_threads, project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import barrier, gemm, jit, vtanh, wide_vectors
+from lstmkit.kernels.core import barrier, finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -51,6 +51,7 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
     gates (T, B, 4H) with i, f, (g+1)/2, o (g = tanh kept as the sigmoid it is computed from).
     The arrays stay whole so that every row is a contiguous vector (sliced batches do not
     vectorise)."""
+    started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
@@ -69,6 +70,7 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
             _cell(gates[t, r], scale, shift, cp, cn, tanh_c[t, r], hn)
             for j in range(H):
                 yr[j] = hn[j]
+    finished(sync, q)
 
 
 @jit
@@ -81,6 +83,7 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
     `core.gemm_tn`, or ap empty to use BLAS for the weight gradients. Fills dz (T, B, 4H),
     accumulates db (4H,) (float64, this thread's own) and fills its share of dx (T, B, I),
     dW (I, 4H) and dU (H, 4H). Each pass reads and writes few arrays so that it vectorises."""
+    started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4

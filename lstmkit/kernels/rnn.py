@@ -13,7 +13,7 @@ import numpy as np
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, checked, finish_backward, forward_on_threads,
                                     project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import barrier, gemm, jit, vtanh, wide_vectors
+from lstmkit.kernels.core import barrier, finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -33,6 +33,7 @@ def _forward_part(x, W, Wp, U, Up, b, a, hs, y, lengths, sync, q, k0, k1, r0, r1
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
     barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, H), U (H, H); Wp, Up packed
     or empty to use BLAS; b (H,); lengths (B,) int64. Fills a with tanh(a_t + b), hs and y."""
+    started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, H = a.shape
     project(x.reshape(T * B, x.shape[2]), W, Wp, a.reshape(T * B, H), k0, k1)   # x_t W, all t at once
     barrier(sync, q, 1)                                      # the recurrence reads every step's rows
@@ -45,6 +46,7 @@ def _forward_part(x, W, Wp, U, Up, b, a, hs, y, lengths, sync, q, k0, k1, r0, r1
                 continue
             _tanh_row(a[t, r], b, hs[t + 1, r])
             y[t, r] = hs[t + 1, r]
+    finished(sync, q)
 
 
 @jit
@@ -55,6 +57,7 @@ def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, ap,
     gradient and ends as dh0; a, hs from forward; UTp U^T packed or empty to use BLAS; ap, bp
     scratch for `core.gemm_tn` or ap empty (BLAS). Fills da (T, B, H), accumulates db (H,)
     (float64, this thread's own) and fills its share of dx (T, B, I), dW (I, H) and dU (H, H)."""
+    started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, H = a.shape
     one = a.dtype.type(1.0)

@@ -1,12 +1,17 @@
 """One thread setting for every thread the kernels use.
 
-The kernels' threads are their own small pool of Python threads running compiled code that
+The kernels' threads are their own small crew of Python threads running compiled code that
 releases the GIL (`run_parallel`). A kernel call starts one compiled function per thread, once
 (`common.forward_on_threads`, `common.backward_on_threads`): each takes its share of the large
 products and its own batch rows of the recurrence, and they meet at a spinning barrier
-(`core.barrier`) only where one needs what another computed. `set_num_threads(n)` bounds that pool (n - 1 threads plus
-the caller) and, through threadpoolctl, NumPy's and SciPy's OpenBLAS, so n threads is n threads.
-`LSTMKIT_NUM_THREADS` does the same when the kernels are first imported.
+(`core.barrier`) only where one needs what another computed. `set_num_threads(n)` bounds the
+threads a call uses (n - 1 of the crew plus the caller) and, through threadpoolctl, NumPy's and
+SciPy's OpenBLAS, so n threads is n threads. `LSTMKIT_NUM_THREADS` does the same when the kernels
+are first imported.
+
+Why a spinning crew: a thread asleep on a lock or queue costs 30-80 µs to wake on a virtual
+machine (the idle core halts), and so does one asleep on the GIL. A call on two threads through a
+thread pool cost 78 µs more than on one; through the crew, 8 µs (`_Crew`, `core.post`).
 
 Why not OpenBLAS's threads: they spin for up to ~0.1 s after every call, taking the cores the
 kernels run on. Once the kernels have run, every BLAS in the process (`blas_single`) runs on one
@@ -14,24 +19,24 @@ thread: SciPy's, behind the compiled gemm, and NumPy's, behind the Dense layers'
 spinning threads made a char model's training step 1.5x slower (150 ms against 100 at batch 32,
 2 x 256). Why not Numba's parallel loops: a function first compiled inside a prange body is cached
 in a form that crashes a later process calling it from Python, and GNU OpenMP hangs in forked
-children; idle pool threads here sleep on a queue.
+children. The crew spins for about a millisecond after a job, then sleeps.
 """
 import os
 import threading
+
+import numpy as np
 
 _bound = None      # the n of set_num_threads, or None for the BLAS default
 _limits = None     # the threadpoolctl limiter in force, kept so the setting lasts
 _blas = None       # threadpoolctl controllers of every BLAS library loaded in the process
 _single = False    # whether _blas has been set to one thread since the last set_num_threads
-_pool = None       # the kernel threads (bound - 1 of them; the caller's thread runs a share too)
-_pool_pid = None   # the process that made _pool
-_pool_size = 0     # its number of threads
-_submit = threading.Lock()   # one caller's jobs enter the pool's queue together
+_crew = None       # the kernel threads beside the caller's (`_Crew`)
+_calls = threading.Lock()    # one call uses the crew at a time
 
 
 def _after_fork():
-    global _submit
-    _submit = threading.Lock()   # a fork while another thread held it would leave it held forever
+    global _calls
+    _calls = threading.Lock()    # a fork while another thread held it would leave it held forever
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -39,17 +44,13 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def set_num_threads(n):
     """Use at most n threads in every kernel (BLAS and compiled code). n >= 1."""
-    global _bound, _limits, _single, _pool
+    global _bound, _limits, _single
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
     import scipy.linalg.cython_blas  # noqa: F401  load the BLAS the compiled gemm uses, so it is bound too
     from threadpoolctl import threadpool_limits
     _limits = threadpool_limits(limits=n, user_api="blas")
     _bound, _single = n, False
-    with _submit:
-        if _pool is not None:       # a new pool of the new size at next use
-            _pool.shutdown(wait=False)
-            _pool = None
     return n
 
 
@@ -85,36 +86,103 @@ def blas_single():
         _single = True
 
 
-def run_parallel(fn, jobs, sync=None):
+def run_parallel(fn, jobs, sync):
     """Run fn(*args) for every args in jobs side by side: the first on the calling thread, the
-    others on the kernel thread pool (at most bound - 1 threads). The compiled kernels release
-    the GIL, so these are truly parallel; idle pool threads sleep on a queue, never spin.
+    others on the crew's threads (one each). The compiled parts release the GIL, so these are truly
+    parallel. Every part calls `core.started(sync, q)` first and `core.finished(sync, q)` last, q
+    its job's index; parts that meet
+    at a barrier share `sync` (from `core.barrier_array`).
 
-    Jobs that meet at a barrier (`sync`, from `core.barrier_array`) must all run at once: the pool
-    has a thread for each (it grows if the bound fell since the jobs were planned) and one
-    caller's jobs enter its queue together. If a job fails, every barrier in `sync` is released,
-    so that the others finish (on garbage), and the error is raised."""
-    global _pool, _pool_pid, _pool_size
-    with _submit:
-        if len(jobs) > 1 and (_pool is None or _pool_pid != os.getpid() or _pool_size < len(jobs) - 1):
-            from concurrent.futures import ThreadPoolExecutor
-            _pool_size = max(get_num_threads() - 1, len(jobs) - 1)
-            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="lstmkit")
-            _pool_pid = os.getpid()     # a forked child makes its own pool: the parent's threads are gone
-        futures = [_pool.submit(_released_on_error, fn, args, sync) for args in jobs[1:]]
-    try:
-        _released_on_error(fn, jobs[0], sync)
-    finally:
-        for f in futures:
-            f.result()
+    One call uses the crew at a time (other callers wait). If a job fails, every barrier in sync
+    is released, so that the others finish (on garbage), and the error is raised."""
+    if len(jobs) == 1:
+        fn(*jobs[0])
+        return
+    with _calls:
+        _crew_of(len(jobs) - 1).run(fn, jobs, sync)
+
+
+class _Crew:
+    """Worker threads that spin, without the GIL, for about SPIN_CYCLES after each job, then sleep
+    on a condition until the next. Their handshakes are compiled (`core.post`, `core.await_job`,
+    `core.finished`, `core.await_done`) so that no thread waits for the GIL while another holds it."""
+
+    SPIN_CYCLES = 2_000_000   # about a millisecond
+
+    def __init__(self, workers):
+        from lstmkit.kernels import core
+        self.core, self.workers, self.seq = core, workers, 0
+        self.mail = np.zeros(workers * core.SYNC_STRIDE, np.int64)
+        self.jobs, self.errors = [None] * workers, [None] * workers
+        self.wakeup = threading.Condition()
+        self.pid = os.getpid()
+        for w in range(workers):
+            threading.Thread(target=self._work, args=(w,), name=f"lstmkit-{w + 1}", daemon=True).start()
+
+    def run(self, fn, jobs, sync):
+        core, n = self.core, len(jobs) - 1
+        self.seq += 1
+        for w, args in enumerate(jobs[1:]):
+            self.jobs[w], self.errors[w] = (fn, args, sync), None
+        if core.post(self.mail, n, self.seq, sync, False) >= 0:    # a worker sleeps: wake it
+            with self.wakeup:
+                self.wakeup.notify_all()
+            core.post(self.mail, n, self.seq, sync, True)
+        try:
+            _released_on_error(fn, jobs[0], sync)
+        finally:
+            core.await_done(self.mail, n, self.seq, sync)
+        for err in self.errors[:n]:
+            if err is not None:
+                raise err
+
+    def close(self):
+        """Let the workers end (after the job they run, if any)."""
+        self.jobs = [None] * self.workers
+        self.mail[self.core.POSTED::self.core.SYNC_STRIDE] = -1
+        with self.wakeup:
+            self.wakeup.notify_all()
+
+    def _work(self, w):
+        core, mail, line = self.core, self.mail, w * self.core.SYNC_STRIDE
+        seq = core.await_job(mail, w, 0, self.SPIN_CYCLES)
+        while True:
+            if seq == 0:                                   # spun long enough without a job: sleep
+                with self.wakeup:
+                    while mail[line + core.POSTED] == self.seq_done(w):
+                        self.wakeup.wait()
+                mail[line + core.ASLEEP] = 0
+                seq = int(mail[line + core.POSTED])
+            job = self.jobs[w]
+            if job is None or seq < 0:
+                return
+            fn, args, sync = job
+            try:
+                _released_on_error(fn, args, sync)
+            except BaseException as err:
+                self.errors[w] = err
+            seq = core.finish_job(mail, w, seq, self.SPIN_CYCLES)
+
+    def seq_done(self, w):
+        return self.mail[w * self.core.SYNC_STRIDE + self.core.DONE]
+
+
+def _crew_of(workers):
+    """The crew, with at least `workers` threads (a new one in a forked child, whose parent's
+    threads are gone, or when more are needed)."""
+    global _crew
+    if _crew is None or _crew.pid != os.getpid() or _crew.workers < workers:
+        if _crew is not None and _crew.pid == os.getpid():
+            _crew.close()
+        _crew = _Crew(max(workers, get_num_threads() - 1))
+    return _crew
 
 
 def _released_on_error(fn, args, sync):
     try:
         fn(*args)
     except BaseException:
-        if sync is not None:
-            sync[:] = _RELEASED     # every barrier step is passed
+        sync[:] = _RELEASED     # every barrier step is passed, every part counts as started
         raise
 
 
