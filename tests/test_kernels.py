@@ -288,20 +288,22 @@ def test_forked_child_runs_after_parent_used_threads():
 @pytest.mark.parametrize("K,M,N,p0,p1", [(1, 1, 32, 0, 1), (7, 5, 64, 0, 2), (300, 13, 96, 1, 3),
                                          (600, 64, 128, 0, 4), (257, 9, 64, 0, 1), (0, 5, 64, 0, 2)])
 def test_weight_gradient_product(K, M, N, p0, p1):
-    # gemm_tn: c[:, panels p0..p1] = a^T b in blocks of 256 values of k, M not a multiple of 8;
-    # the other panels of c are left alone, a may be a strided view; K = 0 gives zeros.
+    # gemm_tn: c[:, panels p0..p1] (+)= a^T b in blocks of 256 values of k, M not a multiple of 8;
+    # the other panels of c are left alone, a may be a strided view; K = 0 gives zeros (or adds
+    # nothing).
     from lstmkit.kernels.core import gemm_tn, gemm_tn_scratch
     rng = np.random.default_rng(K + M)
     a = rng.standard_normal((K, M + 3)).astype(np.float32)[:, 1:M + 1]
     b = rng.standard_normal((K, N)).astype(np.float32)
-    c = np.full((M, N), 7.0, np.float32)
-    gemm_tn(a, b, c, p0, p1, *gemm_tn_scratch(M, p1 - p0, np.float32))
     inside = slice(32 * p0, 32 * p1)
-    want = a.astype(np.float64).T @ b.astype(np.float64)
-    assert rel_error(c[:, inside], want[:, inside]) < 1e-5
     outside = np.ones(N, bool)
     outside[inside] = False
-    assert np.all(c[:, outside] == 7.0)
+    for accumulate in (False, True):
+        c = np.full((M, N), 7.0, np.float32)
+        gemm_tn(a, b, c, p0, p1, *gemm_tn_scratch(M, p1 - p0, np.float32), accumulate)
+        want = a.astype(np.float64).T @ b.astype(np.float64) + (7.0 if accumulate else 0.0)
+        assert rel_error(c[:, inside], want[:, inside]) < 1e-5
+        assert np.all(c[:, outside] == 7.0)
 
 
 def test_arbitrary_strides_on_length_one_axes():

@@ -15,6 +15,7 @@ Every array starts on a 128-byte boundary, so threads that write neighbouring bl
 share no cache line (nor the pair of lines the L2 prefetcher fetches together) whenever a row
 is a whole number of 128-byte pairs (float32 rows of a multiple of 32 values).
 """
+import math
 import os
 import sys
 import threading
@@ -40,7 +41,7 @@ def empty(shape, dtype):
     """An uninitialised, 128-byte aligned, C-contiguous array of shape and dtype, recycled from
     the pool when it is large."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape if isinstance(shape, tuple) else (shape,)) * dtype.itemsize
     size = nbytes + ALIGN
     if nbytes < POOL_MIN_BYTES:
         return _aligned(np.empty(size, np.uint8), nbytes, shape, dtype)

@@ -381,9 +381,10 @@ def gemm_tn_scratch(M, panels, dtype):
 
 
 @jit
-def gemm_tn(a, b, c, p0, p1, ap, bp):
-    """c[:, 32 p0 : 32 p1] = a^T @ b[:, 32 p0 : 32 p1] for a (K, M), b (K, N), c (M, N), row-major
-    with unit column stride and N a multiple of 32: the weight gradients x^T dz over all steps,
+def gemm_tn(a, b, c, p0, p1, ap, bp, accumulate):
+    """c[:, 32 p0 : 32 p1] (+)= a^T @ b[:, 32 p0 : 32 p1] (added where accumulate) for a (K, M),
+    b (K, N), c (M, N), row-major with unit column stride and N a multiple of 32: the weight
+    gradients x^T dz over all steps,
     whose long K and short M, N BLAS handles at half speed. ap, bp: scratch from gemm_tn_scratch
     (at least p1 - p0 panels).
 
@@ -394,7 +395,7 @@ def gemm_tn(a, b, c, p0, p1, ap, bp):
     D = GEMM_TN_DEPTH
     mt = (M + TILE_ROWS - 1) // TILE_ROWS
     ldc = leading_dim(c)
-    if K == 0:
+    if K == 0 and not accumulate:
         for r in range(M):
             for j in range(p0 * TILE_COLS, p1 * TILE_COLS):
                 c[r, j] = 0.0
@@ -409,13 +410,13 @@ def gemm_tn(a, b, c, p0, p1, ap, bp):
         for p in range(p1 - p0):
             for q in range(mt):
                 _tile(ap, q * D * TILE_ROWS, 1, TILE_ROWS, min(TILE_ROWS, M - q * TILE_ROWS), bp, p * D * TILE_COLS,
-                      TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, ldc, 0, kd, k0 > 0)
+                      TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, ldc, 0, kd, accumulate or k0 > 0)
 
 
 # --- a barrier for threads that run the time steps together -------------------------------------
 
 @intrinsic
-def _load_acquire(typingctx, arr, idx):
+def load_acquire(typingctx, arr, idx):
     """arr[idx] of an int64 array, read atomically after every write another thread released."""
     if arr != types.int64[::1]:
         return None
@@ -441,7 +442,7 @@ def _make_store(ordering):
     return intrinsic(store)
 
 
-_store_release = _make_store("release")   # visible to other threads after every earlier write
+store_release = _make_store("release")   # visible to other threads after every earlier write
 _store_seq_cst = _make_store("seq_cst")   # also before any later read (a full fence)
 
 
@@ -487,7 +488,7 @@ def barrier_array(parts):
 
 
 @jit
-def _spin_turn(spins):
+def spin_turn(spins):
     """One turn of a spin-wait (pause), giving the core away every SPINS_BEFORE_YIELD turns, so
     that a busy machine slows a wait down but does not stall it. Returns the turns counted."""
     _spin_pause()
@@ -502,11 +503,11 @@ def _spin_turn(spins):
 def barrier(sync, q, step):
     """Thread q of sync.size / SYNC_STRIDE has finished `step` (1, 2, ...): publish that and wait
     until every thread has. About 0.2 µs on two idle cores."""
-    _store_release(sync, q * SYNC_STRIDE, step)
+    store_release(sync, q * SYNC_STRIDE, step)
     for p in range(sync.size // SYNC_STRIDE):
         spins = 0
-        while _load_acquire(sync, p * SYNC_STRIDE) < step:
-            spins = _spin_turn(spins)
+        while load_acquire(sync, p * SYNC_STRIDE) < step:
+            spins = spin_turn(spins)
 
 
 # --- handing jobs to spinning threads (`threads.run_parallel`) ------------------------------------
@@ -525,7 +526,7 @@ POSTED, DONE, ASLEEP = 0, 1, 2  # slots of a worker's line in the crew's mailbox
 def started(sync, q):
     """Thread q runs its part, without the GIL: the caller of `threads.run_parallel` may take the
     GIL to start its own. Every part run by run_parallel calls this first."""
-    _store_release(sync, q * SYNC_STRIDE + STARTED, 1)
+    store_release(sync, q * SYNC_STRIDE + STARTED, 1)
 
 
 @jit
@@ -534,8 +535,8 @@ def finished(sync, q):
     without the GIL (`await_done`): both ending at once, one would find the GIL taken and sleep."""
     if q > 0:
         spins = 0
-        while _load_acquire(sync, AWAITING) == 0:
-            spins = _spin_turn(spins)
+        while load_acquire(sync, AWAITING) == 0:
+            spins = spin_turn(spins)
 
 
 @jit
@@ -547,11 +548,11 @@ def post(mail, workers, seq, sync, wake_sent):
         _store_seq_cst(mail, w * SYNC_STRIDE + POSTED, seq)
     for w in range(workers):
         spins = 0
-        while (_load_acquire(sync, (w + 1) * SYNC_STRIDE + STARTED) == 0
-               and _load_acquire(mail, w * SYNC_STRIDE + DONE) != seq):
-            if not wake_sent and _load_acquire(mail, w * SYNC_STRIDE + ASLEEP) != 0:
+        while (load_acquire(sync, (w + 1) * SYNC_STRIDE + STARTED) == 0
+               and load_acquire(mail, w * SYNC_STRIDE + DONE) != seq):
+            if not wake_sent and load_acquire(mail, w * SYNC_STRIDE + ASLEEP) != 0:
                 return w
-            spins = _spin_turn(spins)
+            spins = spin_turn(spins)
     return -1
 
 
@@ -561,14 +562,14 @@ def await_job(mail, w, last, budget):
     cycles without one, mark the worker asleep and return 0 (it then sleeps in Python)."""
     start = _cycles()
     while True:
-        seq = _load_acquire(mail, w * SYNC_STRIDE + POSTED)
+        seq = load_acquire(mail, w * SYNC_STRIDE + POSTED)
         if seq != last:
             return seq
         if _cycles() - start > budget:
             _store_seq_cst(mail, w * SYNC_STRIDE + ASLEEP, 1)    # then look once more: a poster that
-            seq = _load_acquire(mail, w * SYNC_STRIDE + POSTED)  # missed this flag has posted by now
+            seq = load_acquire(mail, w * SYNC_STRIDE + POSTED)  # missed this flag has posted by now
             if seq != last:
-                _store_release(mail, w * SYNC_STRIDE + ASLEEP, 0)
+                store_release(mail, w * SYNC_STRIDE + ASLEEP, 0)
                 return seq
             return 0
         _spin_pause()
@@ -577,15 +578,15 @@ def await_job(mail, w, last, budget):
 @jit
 def finish_job(mail, w, seq, budget):
     """Worker w has finished job seq: say so, then `await_job` the next."""
-    _store_release(mail, w * SYNC_STRIDE + DONE, seq)
+    store_release(mail, w * SYNC_STRIDE + DONE, seq)
     return await_job(mail, w, seq, budget)
 
 
 @jit
 def await_done(mail, workers, seq, sync):
     """Wait until workers 0..workers-1 have finished job seq, whose parts share sync."""
-    _store_release(sync, AWAITING, 1)
+    store_release(sync, AWAITING, 1)
     for w in range(workers):
         spins = 0
-        while _load_acquire(mail, w * SYNC_STRIDE + DONE) != seq:
-            spins = _spin_turn(spins)
+        while load_acquire(mail, w * SYNC_STRIDE + DONE) != seq:
+            spins = spin_turn(spins)

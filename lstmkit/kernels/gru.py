@@ -14,9 +14,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (activate, backward_args, backward_on_threads, checked, finish_backward,
+from lstmkit.kernels.common import (await_projection, bptt_at, activate, backward_args, backward_on_threads, checked, finish_backward,
                                     forward_on_threads, project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import barrier, finished, gemm, jit, started, vtanh, wide_vectors
+from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -39,16 +39,16 @@ def _gates(a, u, hp, b, rz_shift, ones, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths, sync, q, k0, k1, r0, r1):
+def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
     barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed
     or empty to use BLAS; b (2, 3H), rz_shift and ones (2H,) from `_rz_affine`; lengths (B,) int64.
     Fills gates with r, z, n, hu, hs, y."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, G = gates.shape
-    project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1)   # x_t W, all t at once
-    barrier(sync, q, 1)                                      # the recurrence reads every step's rows
+    project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1, block, sync, q)   # x_t W, all t
     for t in range(T):
+        await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, False)   # h_{t-1} U
         for r in range(r0, r1):
             hp, hn, yr = hs[t, r], hs[t + 1, r], y[t, r]
@@ -63,7 +63,7 @@ def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths,
 
 @jit
 def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx, dW, dU, db, ap, bp,
-                   sync, q, r0, r1, k0, k1, c0, c1):
+                   sync, q, r0, r1, c0, c1, block):
     """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
     k0:k1 of dx and columns c0:c1 of dW and dU. dy (T, B, H); dh (B, H) carries the state
     gradient and ends as dh0; gates, hu, hs from forward; UTp U^T packed or empty to use BLAS;
@@ -102,7 +102,8 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
                 db[0, j] += gx[j]
                 db[1, j] += gh[j]
         recurrent_product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} += dhu_t U^T
-    finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0, c1)   # dx = dxw W^T, dW, dU
+        bptt_at(sync, q, t)
+    finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, c0, c1, block)   # dx = dxw W^T, dW, dU
 
 
 @jit

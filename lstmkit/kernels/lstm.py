@@ -17,9 +17,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (activate, backward_args, backward_on_threads, checked, finish_backward,
+from lstmkit.kernels.common import (await_projection, bptt_at, activate, backward_args, backward_on_threads, checked, finish_backward,
                                     forward_on_threads, project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import barrier, finished, gemm, jit, started, vtanh, wide_vectors
+from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -43,7 +43,7 @@ def _cell(z, scale, shift, cp, cn, th, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, r0, r1):
+def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, block, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
     barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed
     (4H/w, I or H, w) or empty to use BLAS; scale, shift (4H,) from `_gate_affine`; lengths (B,)
@@ -55,9 +55,9 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
-    project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1)   # x_t W, all t at once
-    barrier(sync, q, 1)                                      # the recurrence reads every step's rows
+    project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1, block, sync, q)   # x_t W, all t
     for t in range(T):
+        await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, False)   # z_t = x_t W + h_{t-1} U
         for r in range(r0, r1):
             hp, cp, hn, cn, yr = hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], y[t, r]
@@ -75,7 +75,7 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
 
 @jit
 def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, ap, bp,
-                   sync, q, r0, r1, k0, k1, c0, c1):
+                   sync, q, r0, r1, c0, c1, block):
     """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
     k0:k1 of dx and columns c0:c1 of dW and dU (multiples of 32 for `core.gemm_tn`).
     dy (T, B, H); dh, dc (B, H) carry the state gradients and end as dh0, dc0; gates, hs, cs,
@@ -117,7 +117,8 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
             for j in range(G):
                 db[j] += d[j]
         recurrent_product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
-    finish_backward(x, hs, dz, dz, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0, c1)   # dx = dz W^T, dW, dU
+        bptt_at(sync, q, t)
+    finish_backward(x, hs, dz, dz, W, dx, dW, dU, ap, bp, sync, q, c0, c1, block)   # dx = dz W^T, dW, dU
 
 
 def _gate_affine(b):

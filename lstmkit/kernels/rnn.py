@@ -11,9 +11,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (backward_args, backward_on_threads, checked, finish_backward, forward_on_threads,
+from lstmkit.kernels.common import (await_projection, bptt_at, backward_args, backward_on_threads, checked, finish_backward, forward_on_threads,
                                     project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import barrier, finished, gemm, jit, started, vtanh, wide_vectors
+from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -29,15 +29,15 @@ def _tanh_row(a, b, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, b, a, hs, y, lengths, sync, q, k0, k1, r0, r1):
+def _forward_part(x, W, Wp, U, Up, b, a, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
     barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, H), U (H, H); Wp, Up packed
     or empty to use BLAS; b (H,); lengths (B,) int64. Fills a with tanh(a_t + b), hs and y."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, H = a.shape
-    project(x.reshape(T * B, x.shape[2]), W, Wp, a.reshape(T * B, H), k0, k1)   # x_t W, all t at once
-    barrier(sync, q, 1)                                      # the recurrence reads every step's rows
+    project(x.reshape(T * B, x.shape[2]), W, Wp, a.reshape(T * B, H), k0, k1, block, sync, q)   # x_t W, all t
     for t in range(T):
+        await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, False)   # + h_{t-1} U
         for r in range(r0, r1):
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
@@ -51,7 +51,7 @@ def _forward_part(x, W, Wp, U, Up, b, a, hs, y, lengths, sync, q, k0, k1, r0, r1
 
 @jit
 def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, ap, bp,
-                   sync, q, r0, r1, k0, k1, c0, c1):
+                   sync, q, r0, r1, c0, c1, block):
     """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
     k0:k1 of dx and columns c0:c1 of dW and dU. dy (T, B, H); dh (B, H) carries the state
     gradient and ends as dh0; a, hs from forward; UTp U^T packed or empty to use BLAS; ap, bp
@@ -74,7 +74,8 @@ def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, ap,
                 dhr[j] = 0.0                                     # the product below adds da_t U^T
                 db[j] += d[j]
         recurrent_product(da[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = da_t U^T (+ frozen)
-    finish_backward(x, hs, da, da, W, dx, dW, dU, ap, bp, sync, q, k0, k1, c0, c1)   # dx = da W^T, dW, dU
+        bptt_at(sync, q, t)
+    finish_backward(x, hs, da, da, W, dx, dW, dU, ap, bp, sync, q, c0, c1, block)   # dx = da W^T, dW, dU
 
 
 @jit
