@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 import lstmkit
 from lstmkit.cells import gru, rnn
-from lstmkit.kernels import gru as fast_gru, rnn as fast_rnn
+from lstmkit.kernels import common, gru as fast_gru, rnn as fast_rnn
 from oracle import assert_matches, grad_error, numerical_grad, rnn_weights_from_torch, run_torch_rnn, torch_dtype, torch_grads
 
 CELLS = {
@@ -166,10 +166,17 @@ def test_fast_cells_at_kernel_shapes(cell, T, B, I, H, lengths, dtype):
 @fast
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize("T,B,I,H,dtype", [(3, 17, 5, 256, np.float32), (4, 32, 8, 64, np.float32),
-                                           (3, 26, 5, 128, np.float32), (2, 16, 3, 256, np.float64)])
+                                           (3, 26, 5, 128, np.float32), (2, 16, 3, 256, np.float64),
+                                           (120, 3, 40, 128, np.float32),   # products beside the recurrence
+                                           (60, 2, 16, 64, np.float64)])    # ... by BLAS
 def test_fast_cells_give_the_same_numbers_on_every_thread_count(cell, n, T, B, I, H, dtype):
     try:
         lstmkit.set_num_threads(n)
+        if B < 8 and n > 1:           # a batch too small to split: a second thread does the products
+            G = H * (3 if cell == "gru_fast" else 1)
+            assert common.backward_plan(T, B, I, H, G, 1)[1][1] > 0
+            packed_w = dtype == np.float32     # x W ahead of the recurrence needs W packed
+            assert (common.forward_plan(T, B, I, G, 1, packed_w)[0][0] == (0, 0)) == packed_w
         check_against_torch(cell, T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 2])
     finally:
         lstmkit.set_num_threads(os.cpu_count() or 1)

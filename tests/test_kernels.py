@@ -378,6 +378,21 @@ def test_every_thread_count_gives_the_same_numbers(kernel_threads, n, T, B, I, H
     check(T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 0], against_torch=False)
 
 
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("T,B,I,H,dtype", [(120, 3, 40, 64, np.float32),   # packed x W, gemm_tn
+                                           (120, 3, 30, 20, np.float32),   # 4H = 80: BLAS products
+                                           (60, 2, 16, 32, np.float64)])   # BLAS products
+def test_small_batches_run_the_products_beside_the_recurrence(kernel_threads, n, T, B, I, H, dtype):
+    # A batch too small to split runs the recurrence on one thread while a second projects x W
+    # ahead of it (W packed) and sums dW and dU over the steps BPTT has finished.
+    from lstmkit.kernels import common
+    kernel_threads(n)
+    assert common.backward_plan(T, B, I, H, 4 * H, 1)[1][1] > 0
+    packed_w = dtype == np.float32 and H % 8 == 0
+    assert (common.forward_plan(T, B, I, 4 * H, 1, packed_w)[0][0] == (0, 0)) == packed_w
+    check(T, B, I, H, dtype, seed=n + H, lengths=[T - 7, 1, 2][:B])
+
+
 def test_concurrent_callers_and_interleaved_caches(kernel_threads):
     # Two Python threads call the kernels at once with three kernel threads (the pool serves both),
     # and one thread keeps two forward caches alive before running both backward passes.

@@ -189,36 +189,36 @@ def activate(z, scale, shift):
 
 def forward_on_threads(part, x, W, U, cell_args, lengths):
     """Run part(x, W, Wp, U, Up, *cell_args, lengths, sync, q, k0, k1, block, r0, r1) on the
-    threads: thread q projects rows k0:k1 of the T B rows of x W, `block` rows at a time, and runs
-    the recurrence of batch rows r0:r1, each step once its rows are projected (`project`,
-    `await_projection`). x (T, B, I), W (I, G), U (H, G).
-
-    Batches too small to split (`batch_parts`) run the recurrence on one thread while a second
-    projects the steps ahead of it (packed W, at least PIPELINE_MIN_FLOPS of x W): at 1, 100, 128,
-    128 the forward takes ... ms against ... on one thread."""
+    threads as `forward_plan` splits the work: thread q projects rows k0:k1 of the T B rows of
+    x W, `block` rows at a time, and runs the recurrence of batch rows r0:r1, each step once its
+    rows are projected (`project`, `await_projection`). x (T, B, I), W (I, G), U (H, G)."""
     T, B, I = x.shape
     parts = batch_parts(B, *U.shape, x.dtype)
     Wp, Up = projection_weights(W, T * B), packed(U, B // parts, False)
-    if parts == 1 and threads.get_num_threads() > 1 and Wp.shape[0] and 2 * T * B * I * U.shape[1] >= PIPELINE_MIN_FLOPS:
-        projections, batch_runs = [(0, 0), (0, T * B)], [(0, B), (B, B)]
-        block = -(-B // TILE_ROWS) * TILE_ROWS                 # a step's rows, whole tiles
-    else:
-        projections, batch_runs, block = runs(T * B, parts, TILE_ROWS), runs(B, parts), T * B
+    projections, batch_runs, block = forward_plan(T, B, I, U.shape[1], parts, Wp.shape[0] > 0)
     sync = projection_sync(projections)
     threads.blas_single()
     threads.run_parallel(part, [(x, W, Wp, U, Up, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
                                 for q, ((k0, k1), (r0, r1)) in enumerate(zip(projections, batch_runs))], sync)
 
 
+def forward_plan(T, B, I, G, parts, packed_w):
+    """The row runs of x W and the batch runs of the recurrence of each thread, and the rows
+    projected at a time. With parts threads on the batch, each projects a run of rows, all at
+    once. A batch too small to split (parts 1) runs the recurrence on one thread while a second
+    projects the steps ahead of it, a step's rows at a time, given W packed and at least
+    PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward takes 0.33 ms against 0.43)."""
+    if parts == 1 and threads.get_num_threads() > 1 and packed_w and 2 * T * B * I * G >= PIPELINE_MIN_FLOPS:
+        return [(0, 0), (0, T * B)], [(0, B), (B, B)], -(-B // TILE_ROWS) * TILE_ROWS
+    return runs(T * B, parts, TILE_ROWS), runs(B, parts), T * B
+
+
 def backward_on_threads(part, cache, cell_args, bias_shape):
     """Run part(x, W, U, UTp, *cell_args, dx, dW, dU, db, ap, bp, sync, q, r0, r1, c0, c1, block)
-    on the threads, x, W, U from the forward's cache: thread q runs BPTT of batch rows r0:r1, then
-    its share of dx and columns c0:c1 of dW and dU (`finish_backward`), and accumulates its own db
-    (float64). Returns dx (T, B, I), dW (I, G), dU (H, G) and db (bias_shape, summed over the
-    threads).
-
-    Batches too small to split run BPTT on one thread while a second does the products of the
-    steps it has finished, `block` steps at a time (at least PIPELINE_MIN_FLOPS of products)."""
+    on the threads as `backward_plan` splits the work, x, W, U from the forward's cache: thread q
+    runs BPTT of batch rows r0:r1, then its share of dx and columns c0:c1 of dW and dU
+    (`finish_backward`), and accumulates its own db (float64). Returns dx (T, B, I), dW (I, G),
+    dU (H, G) and db (bias_shape, summed over the threads)."""
     x, W, U = cache["x"], cache["W"], cache["U"]
     T, B, I = x.shape
     H, G = U.shape
@@ -226,10 +226,7 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     dx, dW, dU = buffers.empty((T, B, I), dtype), buffers.empty((I, G), dtype), buffers.empty((H, G), dtype)
     parts = batch_parts(B, H, G, dtype)
     UTp = packed(U, B // parts, True)
-    if parts == 1 and threads.get_num_threads() > 1 and 4 * T * B * (I + H) * G >= PIPELINE_MIN_FLOPS:
-        batch_runs, blocks = [(0, B), (B, B)], [0, -(-PIPELINE_ROWS // B)]
-    else:
-        batch_runs, blocks = runs(B, parts), [0] * parts
+    batch_runs, blocks = backward_plan(T, B, I, H, G, parts)
     columns = weight_grad_columns(G, H, len(batch_runs), dtype)
     db = buffers.zeros((len(batch_runs), *bias_shape), np.float64)   # one per thread: no two add to one
     sync = barrier_array(len(batch_runs))
@@ -243,12 +240,23 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     return dx, dW, dU, db.sum(axis=0).astype(dtype)
 
 
+def backward_plan(T, B, I, H, G, parts):
+    """The batch runs of BPTT of each thread and the steps per block of the weight gradients'
+    sums a thread does beside BPTT (0: none). With parts threads on the batch, none. A batch too
+    small to split (parts 1) runs BPTT on one thread while a second sums dW and dU over the steps
+    BPTT has finished, given at least PIPELINE_MIN_FLOPS of products (at 1, 100, 128, 128 the
+    backward takes 0.50 ms against 0.71)."""
+    if parts == 1 and threads.get_num_threads() > 1 and 4 * T * B * (I + H) * G >= PIPELINE_MIN_FLOPS:
+        return [(0, B), (B, B)], [0, -(-PIPELINE_ROWS // B)]
+    return runs(B, parts), [0] * parts
+
+
 # --- the products at either end of a sequence -----------------------------------------------------
 
 PROJECTED, PROJECT_FROM, PROJECT_TO = 3, 4, 5   # slots of a thread's line in sync (core's use 0-2)
 BPTT_AT, TAIL = 6, 7                            # the step BPTT has reached; the steps left to share
 PIPELINE_MIN_FLOPS = 2e6     # products worth a thread of their own beside a recurrence on one thread
-PIPELINE_ROWS = 32           # T B rows per block of the weight gradients' products beside BPTT
+PIPELINE_ROWS = 16           # T B rows per block of the weight gradients' products beside BPTT
 
 
 def projection_sync(projections):
@@ -310,10 +318,10 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, c0, c1, blo
     gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN); ap, bp scratch
     for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use BLAS.
 
-    A thread with block > 0 (and no BPTT rows) first does all three products for blocks of
-    `block` steps as BPTT finishes them, from the last step down, while BPTT has at least a block
-    to go. Then, after a barrier (the products read every row), each thread does its share of the
-    steps left: its run of their rows of dx, columns c0:c1 of their sums into dW and dU."""
+    A thread with block > 0 (and no BPTT rows) first adds the sums of dW and dU over blocks of
+    `block` steps as BPTT finishes them, from the last step down, until BPTT is done. Then, after
+    a barrier (the products read every row), each thread does its run of the rows of dx and
+    columns c0:c1 of the sums over the steps left."""
     T, B, I = x.shape
     G = dxw.shape[2]
     x2, h2, dx2 = x.reshape(T * B, I), hs[:T].reshape(T * B, hs.shape[2]), dx.reshape(T * B, I)
@@ -322,19 +330,17 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, c0, c1, blo
         t1 = T
         while t1 > 0:
             t0 = max(0, t1 - block)
-            if _await_bptt(sync, t0) < block:     # BPTT nearly done: share the rest
+            if _await_bptt(sync, t0) == 0:     # BPTT done: share the rest
                 break
             a, b = t0 * B, t1 * B
-            gemm(dxw2[a:b], W, dx2[a:b], 0.0, False, True)
             _weight_grads(x2[a:b], h2[a:b], dxw2[a:b], dhu2[a:b], dW, dU, 0, G, ap, bp, t1 < T)
             t1 = t0
         store_release(sync, TAIL, t1)
     barrier(sync, q, 1)
-    tail = load_acquire(sync, TAIL)
-    k0, k1 = run_of(tail * B, sync.size // SYNC_STRIDE, q, TILE_ROWS)
+    k0, k1 = run_of(T * B, sync.size // SYNC_STRIDE, q, TILE_ROWS)
     gemm(dxw2[k0:k1], W, dx2[k0:k1], 0.0, False, True)
-    n = tail * B
-    _weight_grads(x2[:n], h2[:n], dxw2[:n], dhu2[:n], dW, dU, c0, c1, ap, bp, tail < T)
+    tail = load_acquire(sync, TAIL) * B
+    _weight_grads(x2[:tail], h2[:tail], dxw2[:tail], dhu2[:tail], dW, dU, c0, c1, ap, bp, tail < T * B)
     finished(sync, q)
 
 
