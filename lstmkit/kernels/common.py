@@ -1,5 +1,5 @@
 """What the fast LSTM, GRU and tanh RNN share: argument checks, how a call's work is split among
-the threads, weights packed for the register tile, the sigmoid pass, and the products.
+the threads, weights packed for the register tile, and the products.
 
 Each call starts one compiled function per thread, once (`forward_on_threads`,
 `backward_on_threads`): no Python, no allocation and no thread start per step.
@@ -21,7 +21,7 @@ import numpy as np
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.core import (ROW_COLS, SYNC_STRIDE, TILE_COLS, TILE_ROWS, barrier, barrier_array, finished, gemm,
                                   gemm_tn, gemm_tn_scratch, jit, load_acquire, pack, packed_gemm, spin_turn,
-                                  store_release, vexp, vrecip, wide_vectors)
+                                  store_release, wide_vectors)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
 
@@ -173,16 +173,6 @@ def weight_grad_columns(G, H, parts, dtype):
     """The runs of the G weight-gradient columns the threads take: whole 32-column panels for
     gemm_tn, else any."""
     return runs(G, parts, TILE_COLS if _by_gemm_tn(H, dtype) else 1)
-
-
-@jit
-def activate(z, scale, shift):
-    """z <- sigmoid(scale * z + shift) in place, one vectorised pass (the LSTM's four gates at once:
-    scale 2 for g, whose tanh is then 2 sigmoid(2z) - 1; the GRU's r and z)."""
-    wide_vectors()
-    one = z.dtype.type(1.0)
-    for j in range(z.shape[0]):
-        z[j] = vrecip(one + vexp(-(scale[j] * z[j] + shift[j])))
 
 
 # --- the calls on the threads ---------------------------------------------------------------------

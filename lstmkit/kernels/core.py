@@ -36,10 +36,15 @@ from lstmkit.kernels import buffers
 FASTMATH = {"nsz", "arcp", "contract", "afn"}
 
 
-def jit(fn):
+def jit(fn=None, inline=False):
     """Compile fn with the settings every kernel uses: cached on disk, no GIL, vectorisable
-    division (error_model numpy), contracted multiply-adds."""
-    return njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")(fn)
+    division (error_model numpy), contracted multiply-adds. inline=True: compiled into each
+    caller instead (for the per-row passes of a step: a call with its array arguments cost
+    0.08 µs a row, 0.67 of 2.15 µs a step at B = 8, H = 64)."""
+    if fn is None:
+        return lambda f: jit(f, inline)
+    return njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy",
+                inline="always" if inline else "never")(fn)
 
 
 # --- BLAS ----------------------------------------------------------------------------------------
@@ -189,6 +194,22 @@ def vrecip(typingctx, x):
         one = context.get_constant(signature.args[0], 1.0)
         return builder.fdiv(one, args[0], flags=("arcp", "afn", "ninf", "nsz", "contract"))
     return x(x), codegen
+
+
+def vsigmoid(x):
+    """1 / (1 + exp(-x)), vectorisable (`vexp`, `vrecip`): use inside compiled loops."""
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@overload(vsigmoid, inline="always", fastmath=FASTMATH)
+def _vsigmoid(x):
+    if isinstance(x, types.Float):
+        one = np.float32(1.0) if x == types.float32 else 1.0
+
+        def sigmoid(x):
+            return vrecip(one + vexp(-x))
+        return sigmoid
+    return None
 
 
 def vtanh(x):

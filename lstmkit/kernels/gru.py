@@ -14,23 +14,22 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (await_projection, bptt_at, activate, backward_args, backward_on_threads, checked, finish_backward,
+from lstmkit.kernels.common import (await_projection, bptt_at, backward_args, backward_on_threads, checked, finish_backward,
                                     forward_on_threads, project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
+from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
 
 
-@jit
-def _gates(a, u, hp, b, rz_shift, ones, hn):
+@jit(inline=True)
+def _gates(a, u, hp, b, rz_shift, hn):
     """One row of one step: a (3H,) x_t W -> r, z, n in place; u (3H,) h_{t-1} U; hp (H,) h_{t-1};
-    b (2, 3H) the biases, rz_shift (2H,) b_ih + b_hh of r and z, ones (2H,); hn (H,) <- h_t. Each
+    b (2, 3H) the biases, rz_shift (2H,) b_ih + b_hh of r and z; hn (H,) <- h_t. Each
     pass reads and writes few arrays so that it vectorises."""
     wide_vectors()
     H = hn.shape[0]
-    for j in range(2 * H):
-        a[j] += u[j]
-    activate(a[:2 * H], ones, rz_shift)    # r, z = sigmoid(x W + b_i + h U + b_h)
+    for j in range(2 * H):                 # r, z = sigmoid(x W + b_i + h U + b_h)
+        a[j] = vsigmoid(a[j] + u[j] + rz_shift[j])
     b_ih, b_hh = b[0], b[1]
     for j in range(H):                     # n = tanh(x W_n + b_in + r * (h U_n + b_hn))
         a[2 * H + j] = vtanh(a[2 * H + j] + b_ih[2 * H + j] + a[j] * (u[2 * H + j] + b_hh[2 * H + j]))
@@ -39,10 +38,10 @@ def _gates(a, u, hp, b, rz_shift, ones, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
+def _forward_part(x, W, Wp, U, Up, b, rz_shift, gates, hu, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
     barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed
-    or empty to use BLAS; b (2, 3H), rz_shift and ones (2H,) from `_rz_affine`; lengths (B,) int64.
+    or empty to use BLAS; b (2, 3H), rz_shift (2H,) from `_rz_shift`; lengths (B,) int64.
     Fills gates with r, z, n, hu, hs, y."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, G = gates.shape
@@ -56,7 +55,7 @@ def _forward_part(x, W, Wp, U, Up, b, rz_shift, ones, gates, hu, hs, y, lengths,
                 hn[:] = hp
                 yr[:] = 0.0
                 continue
-            _gates(gates[t, r], hu[t, r], hp, b, rz_shift, ones, hn)
+            _gates(gates[t, r], hu[t, r], hp, b, rz_shift, hn)
             yr[:] = hn
     finished(sync, q)
 
@@ -107,21 +106,21 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
 
 
 @jit
-def _step(x, h, W, U, b, rz_shift, ones):
+def _step(x, h, W, U, b, rz_shift):
     """One step: x (B, I), h (B, H) -> new h (B, H)."""
     B, H = h.shape
     a, u, h_out = np.empty((B, 3 * H), x.dtype), np.empty((B, 3 * H), x.dtype), np.empty((B, H), x.dtype)
     gemm(x, W, a, 0.0, False, False)
     gemm(h, U, u, 0.0, False, False)
     for r in range(B):
-        _gates(a[r], u[r], h[r], b, rz_shift, ones, h_out[r])
+        _gates(a[r], u[r], h[r], b, rz_shift, h_out[r])
     return h_out
 
 
-def _rz_affine(b):
-    """The shift and scale of the r and z pass: b_ih + b_hh and ones (2H,)."""
+def _rz_shift(b):
+    """The bias of the r and z gates: b_ih + b_hh (2H,)."""
     H = b.shape[1] // 3
-    return b[0, :2 * H] + b[1, :2 * H], np.ones(2 * H, b.dtype)
+    return b[0, :2 * H] + b[1, :2 * H]
 
 
 # --- the public functions --------------------------------------------------------------------------
@@ -143,7 +142,7 @@ def gru_forward(x, W, U, b, h0=None, lengths=None):
     hs = buffers.empty((T + 1, B, H), dtype)
     hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
     y = buffers.empty((T, B, H), dtype)
-    forward_on_threads(_forward_part, x, W, U, (b, *_rz_affine(b), gates, hu, hs, y), lens)
+    forward_on_threads(_forward_part, x, W, U, (b, _rz_shift(b), gates, hu, hs, y), lens)
     cache = dict(x=x, W=W, U=U, b=b, gates=gates, hu=hu, hs=hs, lengths=lens)
     return y, hs[T].copy(), cache
 
@@ -164,4 +163,4 @@ def gru_backward(dy, dh_T, cache):
 def gru_step(x, h, W, U, b):
     """One step for streaming inference: x (B, I), h (B, H) -> new h (B, H)."""
     x, W, U, b, (h,) = step_args(x, W, U, b, 3, _bias_shape, h=h)
-    return _step(x, h, W, U, b, *_rz_affine(b))
+    return _step(x, h, W, U, b, _rz_shift(b))

@@ -17,14 +17,14 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (await_projection, bptt_at, activate, backward_args, backward_on_threads, checked, finish_backward,
+from lstmkit.kernels.common import (await_projection, bptt_at, backward_args, backward_on_threads, checked, finish_backward,
                                     forward_on_threads, project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
+from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
 
 
-@jit
+@jit(inline=True)
 def _cell(z, scale, shift, cp, cn, th, hn):
     """One row of one step: z (4H,) the pre-activations -> i, f, (g+1)/2, o in place; cp (H,)
     C_{t-1} -> cn C_t, th tanh(C_t), hn h_t. Each pass reads and writes few arrays so that it
@@ -32,7 +32,8 @@ def _cell(z, scale, shift, cp, cn, th, hn):
     wide_vectors()
     H = cn.shape[0]
     one, two = z.dtype.type(1.0), z.dtype.type(2.0)
-    activate(z, scale, shift)
+    for j in range(4 * H):
+        z[j] = vsigmoid(scale[j] * z[j] + shift[j])         # i, f, (g+1)/2, o (g = 2 sigmoid(2 z) - 1)
     i, f, gs, o = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
     for j in range(H):
         cn[j] = f[j] * cp[j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t

@@ -18,7 +18,7 @@ from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vecto
 threads.apply_env()
 
 
-@jit
+@jit(inline=True)
 def _tanh_row(a, b, hn):
     """a (H,) <- tanh(a + b) in place, hn (H,) <- the same."""
     wide_vectors()
