@@ -5,16 +5,19 @@ Each call starts one compiled function per thread, once (`forward_on_threads`,
 `backward_on_threads`): no Python, no allocation and no thread start per step.
 
 forward   x_t W for all steps, each thread a block of the T B rows (`project`: `core.packed_gemm`
-          on W packed into column panels up to I = 512, BLAS beyond), one barrier (a thread's
-          batch rows were projected by all), then the recurrence of the thread's own batch rows
-          (`runs`): rows never meet inside a layer, so inside the time loop no thread waits for
-          another. The per-step product (`recurrent_product`) uses an 8 x 32 register tile on U
-          packed once per call for float32 runs of 8 rows or more, a 1 x 128 one for smaller
-          batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
+          on W packed into column panels up to I = 512, BLAS beyond), published as it goes; then
+          the recurrence of the thread's own batch rows (`runs`), each step once its rows of x W
+          are there (`await_projection`): rows never meet inside a layer, so no thread waits for
+          another inside the time loop. The per-step product (`recurrent_product`) uses an 8 x 32
+          register tile on U packed once per call for float32 runs of 8 rows or more, a 1 x 128
+          one for smaller batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
 backward  BPTT of the thread's batch rows, then, after one barrier (they read every row), the
           thread's share of the products over all steps (`finish_backward`): rows of dx = dxw W^T
           (BLAS) and column panels of dW = x^T dxw and dU = h_{t-1}^T dhu (`core.gemm_tn` for
           float32 with H a multiple of 32, else BLAS).
+small     A batch too small to split among the threads (`batch_parts`) runs its recurrence on one
+batches   thread while a second projects x W ahead of it (forward) or sums dW and dU over the
+          steps BPTT has finished (backward): `forward_plan`, `backward_plan`.
 """
 import numpy as np
 
@@ -137,15 +140,22 @@ def run_of(n, parts, q, multiple):
 
 def packed(U, rows, transpose):
     """U (K, N) (or U^T for U (N, K)) packed for `packed_gemm` when that beats BLAS for a product
-    with `rows` rows (float32): 32-column panels for 8 rows or more, 128-column panels for
-    fewer; else (float64, or columns that do not fill the panels) an empty array: use BLAS."""
+    with `rows` rows: see `packed_shape`; else an empty array: use BLAS."""
+    shape = packed_shape(U, rows, transpose)
+    if shape is None:
+        return use_blas(U.dtype)
+    out = buffers.empty(shape, U.dtype)
+    pack(U, out, transpose)
+    return out
+
+
+def packed_shape(U, rows, transpose):
+    """The shape of `packed`(U, rows, transpose) for float32: 32-column panels for 8 rows or more,
+    128-column panels for fewer; None where BLAS does the product (float64, or columns that do
+    not fill the panels)."""
     K, N = U.shape[::-1] if transpose else U.shape
     width = TILE_COLS if rows >= TILE_ROWS else ROW_COLS
-    if U.dtype == np.float32 and N % width == 0:
-        out = buffers.empty((N // width, K, width), U.dtype)
-        pack(U, out, transpose)
-        return out
-    return use_blas(U.dtype)
+    return (N // width, K, width) if U.dtype == np.float32 and N % width == 0 else None
 
 
 def projection_weights(W, rows):
@@ -178,18 +188,25 @@ def weight_grad_columns(G, H, parts, dtype):
 # --- the calls on the threads ---------------------------------------------------------------------
 
 def forward_on_threads(part, x, W, U, cell_args, lengths):
-    """Run part(x, W, Wp, U, Up, *cell_args, lengths, sync, q, k0, k1, block, r0, r1) on the
+    """Run part(x, W, Wp, U, Up, UTp, *cell_args, lengths, sync, q, k0, k1, block, r0, r1) on the
     threads as `forward_plan` splits the work: thread q projects rows k0:k1 of the T B rows of
     x W, `block` rows at a time, and runs the recurrence of batch rows r0:r1, each step once its
-    rows are projected (`project`, `await_projection`). x (T, B, I), W (I, G), U (H, G)."""
+    rows are projected (`project`, `await_projection`). x (T, B, I), W (I, G), U (H, G).
+
+    A thread that runs no recurrence (beside a small batch's) gets UTp to fill with U^T packed
+    for the backward, then returned; the others get an empty UTp, and None is returned."""
     T, B, I = x.shape
     parts = batch_parts(B, *U.shape, x.dtype)
     Wp, Up = projection_weights(W, T * B), packed(U, B // parts, False)
     projections, batch_runs, block = forward_plan(T, B, I, U.shape[1], parts, Wp.shape[0] > 0)
+    UTp_shape = packed_shape(U, B, True) if len(batch_runs) > parts else None
+    UTp = buffers.empty(UTp_shape, U.dtype) if UTp_shape else None
     sync = projection_sync(projections)
     threads.blas_single()
-    threads.run_parallel(part, [(x, W, Wp, U, Up, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
+    threads.run_parallel(part, [(x, W, Wp, U, Up, UTp if r0 == r1 and UTp is not None else use_blas(U.dtype),
+                                 *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
                                 for q, ((k0, k1), (r0, r1)) in enumerate(zip(projections, batch_runs))], sync)
+    return UTp
 
 
 def forward_plan(T, B, I, G, parts, packed_w):
@@ -215,7 +232,9 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     dtype = x.dtype
     dx, dW, dU = buffers.empty((T, B, I), dtype), buffers.empty((I, G), dtype), buffers.empty((H, G), dtype)
     parts = batch_parts(B, H, G, dtype)
-    UTp = packed(U, B // parts, True)
+    UTp = cache.get("UTp")                                 # packed by the forward, if its layout fits
+    if UTp is None or UTp.shape != packed_shape(U, B // parts, True):
+        UTp = packed(U, B // parts, True)
     batch_runs, blocks = backward_plan(T, B, I, H, G, parts)
     columns = weight_grad_columns(G, H, len(batch_runs), dtype)
     db = buffers.zeros((len(batch_runs), *bias_shape), np.float64)   # one per thread: no two add to one

@@ -14,9 +14,10 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (await_projection, bptt_at, backward_args, backward_on_threads, checked, finish_backward,
-                                    forward_on_threads, project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
+from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
+                                    finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
+                                    step_args)
+from lstmkit.kernels.core import finished, gemm, jit, pack, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -38,14 +39,17 @@ def _gates(a, u, hp, b, rz_shift, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, b, rz_shift, gates, hu, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
-    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
-    barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed
-    or empty to use BLAS; b (2, 3H), rz_shift (2H,) from `_rz_shift`; lengths (B,) int64.
-    Fills gates with r, z, n, hu, hs, y."""
+def _forward_part(x, W, Wp, U, Up, UTp, b, rz_shift, gates, hu, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
+    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
+    and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
+    x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed or empty to use BLAS; UTp empty, or (a thread
+    without batch rows) to fill with U^T packed for the backward; b (2, 3H), rz_shift (2H,) from
+    `_rz_shift`; lengths (B,) int64. Fills gates with r, z, n, hu, hs, y."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, G = gates.shape
     project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1, block, sync, q)   # x_t W, all t
+    if UTp.shape[0]:                                         # beside a small batch's recurrence:
+        pack(U, UTp, True)                                   # U^T for the backward
     for t in range(T):
         await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, False)   # h_{t-1} U
@@ -63,12 +67,12 @@ def _forward_part(x, W, Wp, U, Up, b, rz_shift, gates, hu, hs, y, lengths, sync,
 @jit
 def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx, dW, dU, db, ap, bp,
                    sync, q, r0, r1, c0, c1, block):
-    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
-    k0:k1 of dx and columns c0:c1 of dW and dU. dy (T, B, H); dh (B, H) carries the state
-    gradient and ends as dh0; gates, hu, hs from forward; UTp U^T packed or empty to use BLAS;
-    ap, bp scratch for `core.gemm_tn` or ap empty (BLAS). Fills dxw, dhu (T, B, 3H),
-    accumulates db (2, 3H) (float64, this thread's own) and fills its share of dx (T, B, I),
-    dW (I, 3H) and dU (H, 3H)."""
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx and
+    columns c0:c1 of dW and dU (`finish_backward`, where block > 0 sums them beside BPTT).
+    dy (T, B, H); dh (B, H) carries the state gradient and ends as dh0; gates, hu, hs from
+    forward; UTp U^T packed or empty to use BLAS; ap, bp scratch for `core.gemm_tn` or ap empty
+    (BLAS). Fills dxw, dhu (T, B, 3H), accumulates db (2, 3H) (float64, this thread's own) and
+    fills its share of dx (T, B, I), dW (I, 3H) and dU (H, 3H)."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
@@ -142,8 +146,8 @@ def gru_forward(x, W, U, b, h0=None, lengths=None):
     hs = buffers.empty((T + 1, B, H), dtype)
     hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
     y = buffers.empty((T, B, H), dtype)
-    forward_on_threads(_forward_part, x, W, U, (b, _rz_shift(b), gates, hu, hs, y), lens)
-    cache = dict(x=x, W=W, U=U, b=b, gates=gates, hu=hu, hs=hs, lengths=lens)
+    UTp = forward_on_threads(_forward_part, x, W, U, (b, _rz_shift(b), gates, hu, hs, y), lens)
+    cache = dict(x=x, W=W, U=U, UTp=UTp, b=b, gates=gates, hu=hu, hs=hs, lengths=lens)
     return y, hs[T].copy(), cache
 
 

@@ -17,9 +17,10 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (await_projection, bptt_at, backward_args, backward_on_threads, checked, finish_backward,
-                                    forward_on_threads, project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
+from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
+                                    finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
+                                    step_args)
+from lstmkit.kernels.core import finished, gemm, jit, pack, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -44,19 +45,22 @@ def _cell(z, scale, shift, cp, cn, th, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, block, r0, r1):
-    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
-    barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed
-    (4H/w, I or H, w) or empty to use BLAS; scale, shift (4H,) from `_gate_affine`; lengths (B,)
-    int64; sync from `core.barrier_array`. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and
-    gates (T, B, 4H) with i, f, (g+1)/2, o (g = tanh kept as the sigmoid it is computed from).
-    The arrays stay whole so that every row is a contiguous vector (sliced batches do not
-    vectorise)."""
+def _forward_part(x, W, Wp, U, Up, UTp, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, block, r0, r1):
+    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
+    and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
+    x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed (4H/w, I or H, w) or empty to use BLAS;
+    UTp empty, or (a thread without batch rows) to fill with U^T packed for the backward;
+    scale, shift (4H,) from `_gate_affine`; lengths (B,) int64; sync from
+    `common.projection_sync`. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and gates (T, B, 4H)
+    with i, f, (g+1)/2, o (g = tanh kept as the sigmoid it is computed from). The arrays stay
+    whole so that every row is a contiguous vector (sliced batches do not vectorise)."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
     project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1, block, sync, q)   # x_t W, all t
+    if UTp.shape[0]:                                         # beside a small batch's recurrence:
+        pack(U, UTp, True)                                   # U^T for the backward
     for t in range(T):
         await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, False)   # z_t = x_t W + h_{t-1} U
@@ -77,13 +81,14 @@ def _forward_part(x, W, Wp, U, Up, scale, shift, gates, hs, cs, tanh_c, y, lengt
 @jit
 def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, ap, bp,
                    sync, q, r0, r1, c0, c1, block):
-    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
-    k0:k1 of dx and columns c0:c1 of dW and dU (multiples of 32 for `core.gemm_tn`).
-    dy (T, B, H); dh, dc (B, H) carry the state gradients and end as dh0, dc0; gates, hs, cs,
-    tanh_c from forward; UTp U^T packed (H/w, 4H, w) or empty to use BLAS; ap, bp scratch for
-    `core.gemm_tn`, or ap empty to use BLAS for the weight gradients. Fills dz (T, B, 4H),
-    accumulates db (4H,) (float64, this thread's own) and fills its share of dx (T, B, I),
-    dW (I, 4H) and dU (H, 4H). Each pass reads and writes few arrays so that it vectorises."""
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx and
+    columns c0:c1 of dW and dU (multiples of 32 for `core.gemm_tn`; `finish_backward`, where
+    block > 0 sums them beside BPTT). dy (T, B, H); dh, dc (B, H) carry the state gradients and
+    end as dh0, dc0; gates, hs, cs, tanh_c from forward; UTp U^T packed (H/w, 4H, w) or empty to
+    use BLAS; ap, bp scratch for `core.gemm_tn`, or ap empty to use BLAS for the weight
+    gradients. Fills dz (T, B, 4H), accumulates db (4H,) (float64, this thread's own) and fills
+    its share of dx (T, B, I), dW (I, 4H) and dU (H, 4H). Each pass reads and writes few arrays
+    so that it vectorises."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
@@ -165,8 +170,8 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     cs[0] = 0 if c0 is None else checked(c0, dtype, (B, H), "c0")
     tanh_c = buffers.empty((T, B, H), dtype)
     y = buffers.empty((T, B, H), dtype)
-    forward_on_threads(_forward_part, x, W, U, (*_gate_affine(b), gates, hs, cs, tanh_c, y), lens)
-    cache = dict(x=x, W=W, U=U, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
+    UTp = forward_on_threads(_forward_part, x, W, U, (*_gate_affine(b), gates, hs, cs, tanh_c, y), lens)
+    cache = dict(x=x, W=W, U=U, UTp=UTp, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
 
 

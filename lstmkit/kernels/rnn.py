@@ -11,9 +11,10 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (await_projection, bptt_at, backward_args, backward_on_threads, checked, finish_backward, forward_on_threads,
-                                    project, recurrent_product, sequence_args, step_args)
-from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
+from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
+                                    finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
+                                    step_args)
+from lstmkit.kernels.core import finished, gemm, jit, pack, started, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -29,13 +30,17 @@ def _tanh_row(a, b, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, b, a, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
-    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, then (after a
-    barrier) the recurrence of batch rows r0:r1. x (T, B, I), W (I, H), U (H, H); Wp, Up packed
-    or empty to use BLAS; b (H,); lengths (B,) int64. Fills a with tanh(a_t + b), hs and y."""
+def _forward_part(x, W, Wp, U, Up, UTp, b, a, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
+    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
+    and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
+    x (T, B, I), W (I, H), U (H, H); Wp, Up packed or empty to use BLAS; UTp empty, or (a thread
+    without batch rows) to fill with U^T packed for the backward; b (H,); lengths (B,) int64.
+    Fills a with tanh(a_t + b), hs and y."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, H = a.shape
     project(x.reshape(T * B, x.shape[2]), W, Wp, a.reshape(T * B, H), k0, k1, block, sync, q)   # x_t W, all t
+    if UTp.shape[0]:                                         # beside a small batch's recurrence:
+        pack(U, UTp, True)                                   # U^T for the backward
     for t in range(T):
         await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, False)   # + h_{t-1} U
@@ -52,11 +57,12 @@ def _forward_part(x, W, Wp, U, Up, b, a, hs, y, lengths, sync, q, k0, k1, block,
 @jit
 def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, ap, bp,
                    sync, q, r0, r1, c0, c1, block):
-    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then (after a barrier) rows
-    k0:k1 of dx and columns c0:c1 of dW and dU. dy (T, B, H); dh (B, H) carries the state
-    gradient and ends as dh0; a, hs from forward; UTp U^T packed or empty to use BLAS; ap, bp
-    scratch for `core.gemm_tn` or ap empty (BLAS). Fills da (T, B, H), accumulates db (H,)
-    (float64, this thread's own) and fills its share of dx (T, B, I), dW (I, H) and dU (H, H)."""
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx and
+    columns c0:c1 of dW and dU (`finish_backward`, where block > 0 sums them beside BPTT).
+    dy (T, B, H); dh (B, H) carries the state gradient and ends as dh0; a, hs from forward; UTp
+    U^T packed or empty to use BLAS; ap, bp scratch for `core.gemm_tn` or ap empty (BLAS). Fills
+    da (T, B, H), accumulates db (H,) (float64, this thread's own) and fills its share of
+    dx (T, B, I), dW (I, H) and dU (H, H)."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, H = a.shape
@@ -107,8 +113,8 @@ def rnn_forward(x, W, U, b, h0=None, lengths=None):
     hs = buffers.empty((T + 1, B, H), dtype)
     hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
     y = buffers.empty((T, B, H), dtype)
-    forward_on_threads(_forward_part, x, W, U, (b, a, hs, y), lens)
-    cache = dict(x=x, W=W, U=U, a=a, hs=hs, lengths=lens)
+    UTp = forward_on_threads(_forward_part, x, W, U, (b, a, hs, y), lens)
+    cache = dict(x=x, W=W, U=U, UTp=UTp, a=a, hs=hs, lengths=lens)
     return y, hs[T].copy(), cache
 
 
