@@ -84,3 +84,17 @@ def test_threads_never_share_a_block(pool):
 
     with ThreadPoolExecutor(4) as ex:
         assert all(ex.map(fill, range(4)))
+
+
+def test_a_group_is_aligned_arrays_of_one_block_free_when_all_die(pool):
+    a, b, c = pool.empty_group((LARGE, np.float32), ((3, 7), np.float64), ((5,), np.int64))
+    assert [x.shape for x in (a, b, c)] == [LARGE, (3, 7), (5,)]
+    assert [x.dtype for x in (a, b, c)] == [np.float32, np.float64, np.int64]
+    assert all(x.ctypes.data % pool.ALIGN == 0 and x.flags.c_contiguous for x in (a, b, c))
+    assert a.base is b.base is c.base and len(pool._blocks) == 1
+    a[...], b[...], c[...] = 1.0, 2.0, 3                  # no two overlap
+    assert np.all(a == 1.0) and np.all(b == 2.0) and np.all(c == 3)
+    del a, b
+    assert pool.pooled_bytes()[1] == 0                     # c still holds the block
+    del c
+    assert pool.pooled_bytes()[0] == 0

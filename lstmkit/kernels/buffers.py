@@ -59,6 +59,17 @@ def empty(shape, dtype):
         return _aligned(block, nbytes, shape, dtype)
 
 
+def empty_group(*specs):
+    """Arrays of the (shape, dtype) specs, each as from `empty`, carved from one block: one
+    allocation (3-13 µs here, from a cold cache between kernel calls) for arrays that live and
+    die together. Any of them keeps the whole block busy."""
+    sizes = [-(-math.prod(shape) * np.dtype(dtype).itemsize // ALIGN) * ALIGN for shape, dtype in specs]
+    block = empty(sum(sizes), np.uint8)
+    starts = np.cumsum([0] + sizes)
+    return [block[a:a + math.prod(shape) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+            for (shape, dtype), a in zip(specs, starts)]
+
+
 def zeros(shape, dtype):
     """empty(shape, dtype) filled with zeros."""
     out = empty(shape, dtype)

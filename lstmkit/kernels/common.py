@@ -230,7 +230,7 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     T, B, I = x.shape
     H, G = U.shape
     dtype = x.dtype
-    dx, dW, dU = buffers.empty((T, B, I), dtype), buffers.empty((I, G), dtype), buffers.empty((H, G), dtype)
+    dx, dW, dU = buffers.empty_group(((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype))
     parts = batch_parts(B, H, G, dtype)
     UTp = cache.get("UTp")                                 # packed by the forward, if its layout fits
     if UTp is None or UTp.shape != packed_shape(U, B // parts, True):

@@ -141,9 +141,7 @@ def gru_forward(x, W, U, b, h0=None, lengths=None):
     x, W, U, b, lens, H = sequence_args(x, W, U, b, lengths, 3, _bias_shape)
     T, B, _ = x.shape
     dtype = x.dtype
-    gates = buffers.empty((T, B, 3 * H), dtype)
-    hu = buffers.empty((T, B, 3 * H), dtype)
-    hs = buffers.empty((T + 1, B, H), dtype)
+    gates, hu, hs = buffers.empty_group(((T, B, 3 * H), dtype), ((T, B, 3 * H), dtype), ((T + 1, B, H), dtype))
     hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
     y = buffers.empty((T, B, H), dtype)
     UTp = forward_on_threads(_forward_part, x, W, U, (b, _rz_shift(b), gates, hu, hs, y), lens)
@@ -158,7 +156,7 @@ def gru_backward(dy, dh_T, cache):
     Returns dx (T, B, I), dW (I, 3H), dU (H, 3H), db (2, 3H), dh0 (B, H).
     """
     dy, (dh,) = backward_args(dy, cache, dh_T=dh_T)
-    dxw, dhu = buffers.empty(cache["gates"].shape, dy.dtype), buffers.empty(cache["gates"].shape, dy.dtype)
+    dxw, dhu = buffers.empty_group((cache["gates"].shape, dy.dtype), (cache["gates"].shape, dy.dtype))
     dx, dW, dU, db = backward_on_threads(_backward_part, cache, (
         cache["b"], dy, dh, cache["gates"], cache["hu"], cache["hs"], cache["lengths"], dxw, dhu), cache["b"].shape)
     return dx, dW, dU, db, dh

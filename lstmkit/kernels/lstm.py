@@ -163,12 +163,10 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     x, W, U, b, lens, H = sequence_args(x, W, U, b, lengths, 4, _bias_shape)
     T, B, _ = x.shape
     dtype = x.dtype
-    gates = buffers.empty((T, B, 4 * H), dtype)
-    hs = buffers.empty((T + 1, B, H), dtype)
-    cs = buffers.empty((T + 1, B, H), dtype)
+    gates, hs, cs, tanh_c = buffers.empty_group(((T, B, 4 * H), dtype), ((T + 1, B, H), dtype),
+                                                ((T + 1, B, H), dtype), ((T, B, H), dtype))   # the cache's
     hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
     cs[0] = 0 if c0 is None else checked(c0, dtype, (B, H), "c0")
-    tanh_c = buffers.empty((T, B, H), dtype)
     y = buffers.empty((T, B, H), dtype)
     UTp = forward_on_threads(_forward_part, x, W, U, (*_gate_affine(b), gates, hs, cs, tanh_c, y), lens)
     cache = dict(x=x, W=W, U=U, UTp=UTp, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)

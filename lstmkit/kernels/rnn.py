@@ -109,8 +109,7 @@ def rnn_forward(x, W, U, b, h0=None, lengths=None):
     x, W, U, b, lens, H = sequence_args(x, W, U, b, lengths, 1, _bias_shape)
     T, B, _ = x.shape
     dtype = x.dtype
-    a = buffers.empty((T, B, H), dtype)
-    hs = buffers.empty((T + 1, B, H), dtype)
+    a, hs = buffers.empty_group(((T, B, H), dtype), ((T + 1, B, H), dtype))
     hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
     y = buffers.empty((T, B, H), dtype)
     UTp = forward_on_threads(_forward_part, x, W, U, (b, a, hs, y), lens)
