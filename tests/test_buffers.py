@@ -11,6 +11,7 @@ SMALL = (3, 5)       # from malloc
 @pytest.fixture
 def pool(monkeypatch):
     monkeypatch.setattr(buffers, "_blocks", [])
+    monkeypatch.setattr(buffers, "_starts", {})
     return buffers
 
 

@@ -27,6 +27,7 @@ POOL_MIN_BYTES = 1 << 17        # smaller arrays come from malloc, which reuses 
 POOL_MAX_FREE_BYTES = 1 << 29   # free blocks beyond this go back to the system at the next allocation
 
 _blocks = []                    # 1-D uint8 arrays owned by the pool
+_starts = {}                    # id of a block -> the offset of its first ALIGN-byte boundary
 _lock = threading.Lock()
 
 
@@ -55,19 +56,23 @@ def empty(shape, dtype):
         else:
             block = np.empty(size, np.uint8)
             _blocks.append(block)
+            _starts[id(block)] = -block.ctypes.data % ALIGN
         _release(free)
-        return _aligned(block, nbytes, shape, dtype)
+        start = _starts[id(block)]
+        return block[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def empty_group(*specs):
     """Arrays of the (shape, dtype) specs, each as from `empty`, carved from one block: one
-    allocation (3-13 µs here, from a cold cache between kernel calls) for arrays that live and
-    die together. Any of them keeps the whole block busy."""
-    sizes = [-(-math.prod(shape) * np.dtype(dtype).itemsize // ALIGN) * ALIGN for shape, dtype in specs]
-    block = empty(sum(sizes), np.uint8)
-    starts = np.cumsum([0] + sizes)
-    return [block[a:a + math.prod(shape) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
-            for (shape, dtype), a in zip(specs, starts)]
+    allocation for arrays that live and die together (each costs 3-13 µs here, caches cold
+    between kernel calls). Any of them keeps the whole block busy."""
+    sizes = [math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in specs]
+    block = empty(sum(-(-n // ALIGN) * ALIGN for n in sizes), np.uint8)
+    arrays, start = [], 0
+    for (shape, dtype), n in zip(specs, sizes):
+        arrays.append(block[start:start + n].view(dtype).reshape(shape))
+        start += -(-n // ALIGN) * ALIGN
+    return arrays
 
 
 def zeros(shape, dtype):
@@ -106,6 +111,8 @@ def _release(free):
         total -= size
         dropped.add(k)
     if dropped:
+        for k in dropped:
+            del _starts[id(_blocks[k])]
         _blocks[:] = [block for k, block in enumerate(_blocks) if k not in dropped]
 
 
