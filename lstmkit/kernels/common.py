@@ -159,8 +159,13 @@ def packed_shape(U, rows, transpose):
 
 
 def projection_weights(W, rows):
-    """W packed for x W over `rows` rows, or the BLAS marker beyond PROJECTION_TILE_MAX_I."""
-    return packed(W, rows, False) if W.shape[0] <= PROJECTION_TILE_MAX_I else use_blas(W.dtype)
+    """W packed for x W over `rows` rows (`projection_shape`), or the BLAS marker."""
+    return packed(W, rows, False) if projection_shape(W, rows) else use_blas(W.dtype)
+
+
+def projection_shape(W, rows):
+    """The shape of W packed for x W over `rows` rows, or None (BLAS) beyond PROJECTION_TILE_MAX_I."""
+    return packed_shape(W, rows, False) if W.shape[0] <= PROJECTION_TILE_MAX_I else None
 
 
 def use_blas(dtype):
@@ -188,24 +193,33 @@ def weight_grad_columns(G, H, parts, dtype):
 # --- the calls on the threads ---------------------------------------------------------------------
 
 def forward_on_threads(part, x, W, U, cell_args, lengths):
-    """Run part(x, W, Wp, U, Up, UTp, *cell_args, lengths, sync, q, k0, k1, block, r0, r1) on the
-    threads as `forward_plan` splits the work: thread q projects rows k0:k1 of the T B rows of
-    x W, `block` rows at a time, and runs the recurrence of batch rows r0:r1, each step once its
-    rows are projected (`project`, `await_projection`). x (T, B, I), W (I, G), U (H, G).
+    """Run part(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
+    on the threads as `forward_plan` splits the work: thread q projects rows k0:k1 of the T B
+    rows of x W, `block` rows at a time, and runs the recurrence of batch rows r0:r1, each step
+    once its rows are projected (`project`, `await_projection`). x (T, B, I), W (I, G), U (H, G).
 
-    A thread that runs no recurrence (beside a small batch's) gets UTp to fill with U^T packed
-    for the backward, then returned; the others get an empty UTp, and None is returned."""
+    Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
+    the projecting thread also packs U^T for the backward, returned (else None). Otherwise W and
+    U are packed here, once for all threads."""
     T, B, I = x.shape
     parts = batch_parts(B, *U.shape, x.dtype)
-    Wp, Up = projection_weights(W, T * B), packed(U, B // parts, False)
-    projections, batch_runs, block = forward_plan(T, B, I, U.shape[1], parts, Wp.shape[0] > 0)
-    UTp_shape = packed_shape(U, B, True) if len(batch_runs) > parts else None
-    UTp = buffers.empty(UTp_shape, U.dtype) if UTp_shape else None
+    w_shape, u_shape = projection_shape(W, T * B), packed_shape(U, B // parts, False)
+    projections, batch_runs, block = forward_plan(T, B, I, U.shape[1], parts, w_shape is not None)
+    UTp = None
+    if len(batch_runs) > parts:
+        ut_shape = packed_shape(U, B, True)
+        Wp, Up, UTp = (buffers.empty(shape, U.dtype) if shape else use_blas(U.dtype)
+                       for shape in (w_shape, u_shape, ut_shape))
+        fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)]
+        UTp = UTp if ut_shape else None
+    else:
+        Wp, Up, fills = projection_weights(W, T * B), packed(U, B // parts, False), [0] * parts
     sync = projection_sync(projections)
     threads.blas_single()
-    threads.run_parallel(part, [(x, W, Wp, U, Up, UTp if r0 == r1 and UTp is not None else use_blas(U.dtype),
-                                 *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
-                                for q, ((k0, k1), (r0, r1)) in enumerate(zip(projections, batch_runs))], sync)
+    threads.run_parallel(part, [(x, W, Wp, U, Up, use_blas(U.dtype) if UTp is None else UTp, fill, *cell_args,
+                                 lengths, sync, q, k0, k1, block, r0, r1)
+                                for q, ((k0, k1), (r0, r1), fill) in enumerate(zip(projections, batch_runs, fills))],
+                         sync)
     return UTp
 
 
@@ -278,11 +292,19 @@ def projection_sync(projections):
     return sync
 
 
+PACK_W, PACK_U, PACK_UT = 1, 2, 4   # what a thread packs in `project` beside a small batch
+
+
 @jit
-def project(x2, W, Wp, out, k0, k1, block, sync, q):
+def project(x2, W, Wp, U, Up, UTp, fill, out, k0, k1, block, sync, q):
     """out[k0:k1] = x2[k0:k1] @ W, `block` rows at a time, each published in sync when done:
     thread q's rows of x_t W over all steps, x2 (T B, I), out (T B, G); W packed as Wp or, Wp
-    empty, by BLAS."""
+    empty, by BLAS. First packs U into Up and W into Wp where fill says so (for this thread's
+    own use), after the projection U^T into UTp (for the backward)."""
+    if fill & PACK_U:
+        pack(U, Up, False)
+    if fill & PACK_W:
+        pack(W, Wp, False)
     for a in range(k0, k1, block):
         b = min(k1, a + block)
         if Wp.shape[0]:
@@ -290,6 +312,8 @@ def project(x2, W, Wp, out, k0, k1, block, sync, q):
         else:
             gemm(x2[a:b], W, out[a:b], 0.0, False, False)
         store_release(sync, q * SYNC_STRIDE + PROJECTED, b)
+    if fill & PACK_UT:
+        pack(U, UTp, True)
 
 
 @jit

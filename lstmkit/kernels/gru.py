@@ -17,7 +17,7 @@ from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
                                     finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
                                     step_args)
-from lstmkit.kernels.core import finished, gemm, jit, pack, started, vsigmoid, vtanh, wide_vectors
+from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -39,17 +39,16 @@ def _gates(a, u, hp, b, rz_shift, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, UTp, b, rz_shift, gates, hu, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
+def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
     and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
-    x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed or empty to use BLAS; UTp empty, or (a thread
-    without batch rows) to fill with U^T packed for the backward; b (2, 3H), rz_shift (2H,) from
-    `_rz_shift`; lengths (B,) int64. Fills gates with r, z, n, hu, hs, y."""
+    x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed or empty to use BLAS, and UTp, packed first
+    where fill says so (`common.project`); b (2, 3H), rz_shift (2H,) from `_rz_shift`; lengths
+    (B,) int64. Fills gates with r, z, n, hu, hs, y."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, G = gates.shape
-    project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1, block, sync, q)   # x_t W, all t
-    if UTp.shape[0]:                                         # beside a small batch's recurrence:
-        pack(U, UTp, True)                                   # U^T for the backward
+    project(x.reshape(T * B, x.shape[2]), W, Wp, U, Up, UTp, fill, gates.reshape(T * B, G), k0, k1, block,
+            sync, q)                                         # x_t W, all t
     for t in range(T):
         await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, False)   # h_{t-1} U

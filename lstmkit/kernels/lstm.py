@@ -20,7 +20,7 @@ from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
                                     finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
                                     step_args)
-from lstmkit.kernels.core import finished, gemm, jit, pack, started, vsigmoid, vtanh, wide_vectors
+from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -45,22 +45,21 @@ def _cell(z, scale, shift, cp, cn, th, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, UTp, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, block, r0, r1):
+def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, block, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
     and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
-    x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed (4H/w, I or H, w) or empty to use BLAS;
-    UTp empty, or (a thread without batch rows) to fill with U^T packed for the backward;
-    scale, shift (4H,) from `_gate_affine`; lengths (B,) int64; sync from
-    `common.projection_sync`. Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and gates (T, B, 4H)
-    with i, f, (g+1)/2, o (g = tanh kept as the sigmoid it is computed from). The arrays stay
-    whole so that every row is a contiguous vector (sliced batches do not vectorise)."""
+    x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed (4H/w, I or H, w) or empty to use BLAS, and
+    UTp, packed first where fill says so (`common.project`); scale, shift (4H,) from
+    `_gate_affine`; lengths (B,) int64; sync from `common.projection_sync`. Fills hs, cs
+    (T+1, B, H), tanh_c, y (T, B, H) and gates (T, B, 4H) with i, f, (g+1)/2, o (g = tanh kept
+    as the sigmoid it is computed from). The arrays stay whole so that every row is a
+    contiguous vector (sliced batches do not vectorise)."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
-    project(x.reshape(T * B, x.shape[2]), W, Wp, gates.reshape(T * B, G), k0, k1, block, sync, q)   # x_t W, all t
-    if UTp.shape[0]:                                         # beside a small batch's recurrence:
-        pack(U, UTp, True)                                   # U^T for the backward
+    project(x.reshape(T * B, x.shape[2]), W, Wp, U, Up, UTp, fill, gates.reshape(T * B, G), k0, k1, block,
+            sync, q)                                         # x_t W, all t
     for t in range(T):
         await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, False)   # z_t = x_t W + h_{t-1} U

@@ -14,7 +14,7 @@ from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
                                     finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
                                     step_args)
-from lstmkit.kernels.core import finished, gemm, jit, pack, started, vtanh, wide_vectors
+from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -30,17 +30,16 @@ def _tanh_row(a, b, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, UTp, b, a, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
+def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
     and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
-    x (T, B, I), W (I, H), U (H, H); Wp, Up packed or empty to use BLAS; UTp empty, or (a thread
-    without batch rows) to fill with U^T packed for the backward; b (H,); lengths (B,) int64.
-    Fills a with tanh(a_t + b), hs and y."""
+    x (T, B, I), W (I, H), U (H, H); Wp, Up packed or empty to use BLAS, and UTp, packed first
+    where fill says so (`common.project`); b (H,); lengths (B,) int64. Fills a with
+    tanh(a_t + b), hs and y."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, H = a.shape
-    project(x.reshape(T * B, x.shape[2]), W, Wp, a.reshape(T * B, H), k0, k1, block, sync, q)   # x_t W, all t
-    if UTp.shape[0]:                                         # beside a small batch's recurrence:
-        pack(U, UTp, True)                                   # U^T for the backward
+    project(x.reshape(T * B, x.shape[2]), W, Wp, U, Up, UTp, fill, a.reshape(T * B, H), k0, k1, block,
+            sync, q)                                         # x_t W, all t
     for t in range(T):
         await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
         recurrent_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, False)   # + h_{t-1} U
