@@ -433,21 +433,27 @@ def test_idle_workers_sleep_and_wake_for_the_next_call(kernel_threads):
     assert threads._crew is crew
 
 
-def test_a_failing_thread_releases_the_others():
-    # A job that raises before its barrier must not leave the others waiting forever.
-    out = _python("""
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failing_thread_releases_the_others(failing):
+    # A job that raises before its barrier (on the caller's thread, 0, or a worker, 1) must not
+    # leave the others waiting forever; the crew serves the next call.
+    out = _python(f"""
         import numpy as np
         from lstmkit.kernels import threads
-        from lstmkit.kernels.core import barrier, barrier_array
+        from lstmkit.kernels.core import barrier, barrier_array, finished, started
         threads.set_num_threads(2)
-        def job(q, sync):
-            if q == 1:
-                raise ArithmeticError("job 1 failed")
+        def job(q, sync, fail):
+            started(sync, q)
+            if q == fail:
+                raise ArithmeticError(f"job {{q}} failed")
             barrier(sync, q, 1)
-        sync = barrier_array(2)
-        try:
-            threads.run_parallel(job, [(0, sync), (1, sync)], sync)
-        except ArithmeticError as err:
-            print(err)
+            finished(sync, q)
+        for fail in ({failing}, -1):
+            sync = barrier_array(2)
+            try:
+                threads.run_parallel(job, [(0, sync, fail), (1, sync, fail)], sync)
+                print("no failure")
+            except ArithmeticError as err:
+                print(err)
     """)
-    assert out.strip() == "job 1 failed"
+    assert out.split("\n")[:2] == [f"job {failing} failed", "no failure"]
