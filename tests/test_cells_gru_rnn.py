@@ -174,7 +174,7 @@ def test_fast_cells_give_the_same_numbers_on_every_thread_count(cell, n, T, B, I
         lstmkit.set_num_threads(n)
         if B < 8 and n > 1:           # a batch too small to split: a second thread does the products
             G = H * (3 if cell == "gru_fast" else 1)
-            assert common.backward_plan(T, B, I, H, G, 1)[1][1] > 0
+            assert common.backward_plan(T, B, I, H, G, 1, dtype)[2][1] > 0
             packed_w = dtype == np.float32     # x W ahead of the recurrence needs W packed
             assert (common.forward_plan(T, B, I, G, 1, packed_w)[0][0] == (0, 0)) == packed_w
         check_against_torch(cell, T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 2])

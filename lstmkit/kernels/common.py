@@ -22,9 +22,9 @@ batches   thread while a second projects x W ahead of it (forward) or sums dW an
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.core import (ROW_COLS, SYNC_STRIDE, TILE_COLS, TILE_ROWS, barrier, barrier_array, finished, gemm,
-                                  gemm_tn, gemm_tn_scratch, jit, load_acquire, pack, packed_gemm, spin_turn,
-                                  store_release, wide_vectors)
+from lstmkit.kernels.core import (RELEASED, ROW_COLS, SYNC_STRIDE, TILE_COLS, TILE_ROWS, barrier, barrier_array,
+                                  finished, gemm, gemm_tn, gemm_tn_scratch, jit, load_acquire, pack, packed_gemm,
+                                  spin_turn, store_release)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
 
@@ -227,8 +227,9 @@ def forward_plan(T, B, I, G, parts, packed_w):
     """The row runs of x W and the batch runs of the recurrence of each thread, and the rows
     projected at a time. With parts threads on the batch, each projects a run of rows, all at
     once. A batch too small to split (parts 1) runs the recurrence on one thread while a second
-    projects the steps ahead of it, a step's rows at a time, given W packed and at least
-    PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward takes 0.33 ms against 0.43)."""
+    projects the steps ahead of it, B rows rounded up to whole 8-row tiles at a time, given W
+    packed and at least PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward takes 0.27 ms
+    against 0.38 on one thread)."""
     if parts == 1 and threads.get_num_threads() > 1 and packed_w and 2 * T * B * I * G >= PIPELINE_MIN_FLOPS:
         return [(0, 0), (0, T * B)], [(0, B), (B, B)], -(-B // TILE_ROWS) * TILE_ROWS
     return runs(T * B, parts, TILE_ROWS), runs(B, parts), T * B
@@ -249,12 +250,10 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     UTp = cache.get("UTp")                                 # packed by the forward, if its layout fits
     if UTp is None or UTp.shape != packed_shape(U, B // parts, True):
         UTp = packed(U, B // parts, True)
-    batch_runs, blocks = backward_plan(T, B, I, H, G, parts)
-    columns = weight_grad_columns(G, H, len(batch_runs), dtype)
+    batch_runs, columns, blocks = backward_plan(T, B, I, H, G, parts, dtype)
     db = buffers.zeros((len(batch_runs), *bias_shape), np.float64)   # one per thread: no two add to one
     sync = barrier_array(len(batch_runs))
     sync[BPTT_AT::SYNC_STRIDE] = T
-    sync[TAIL] = T
     threads.blas_single()
     threads.run_parallel(part, [
         (x, W, U, UTp, *cell_args, dx, dW, dU, db[q],
@@ -263,21 +262,23 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     return dx, dW, dU, db.sum(axis=0).astype(dtype)
 
 
-def backward_plan(T, B, I, H, G, parts):
-    """The batch runs of BPTT of each thread and the steps per block of the weight gradients'
-    sums a thread does beside BPTT (0: none). With parts threads on the batch, none. A batch too
-    small to split (parts 1) runs BPTT on one thread while a second sums dW and dU over the steps
-    BPTT has finished, given at least PIPELINE_MIN_FLOPS of products (at 1, 100, 128, 128 the
-    backward takes 0.50 ms against 0.71)."""
+def backward_plan(T, B, I, H, G, parts, dtype):
+    """The batch runs of BPTT of each thread, the runs of the columns of dW and dU each sums after
+    BPTT, and the steps per block of the sums a thread does beside BPTT (0: none). With parts
+    threads on the batch, each sums its columns after BPTT. A batch too small to split (parts 1)
+    runs BPTT on one thread while a second sums all of dW and dU over the steps BPTT has finished,
+    block by block in a fixed order (so that the sums do not depend on timing), given at least
+    PIPELINE_MIN_FLOPS of products (at 1, 100, 128, 128 the backward takes 0.41 ms against 0.61
+    on one thread)."""
     if parts == 1 and threads.get_num_threads() > 1 and 4 * T * B * (I + H) * G >= PIPELINE_MIN_FLOPS:
-        return [(0, B), (B, B)], [0, -(-PIPELINE_ROWS // B)]
-    return runs(B, parts), [0] * parts
+        return [(0, B), (B, B)], [(0, 0), (0, 0)], [0, -(-PIPELINE_ROWS // B)]
+    return runs(B, parts), weight_grad_columns(G, H, parts, dtype), [0] * parts
 
 
 # --- the products at either end of a sequence -----------------------------------------------------
 
 PROJECTED, PROJECT_FROM, PROJECT_TO = 3, 4, 5   # slots of a thread's line in sync (core's use 0-2)
-BPTT_AT, TAIL = 6, 7                            # the step BPTT has reached; the steps left to share
+BPTT_AT = 6                                     # slot: the step a thread's BPTT has reached
 PIPELINE_MIN_FLOPS = 2e6     # products worth a thread of their own beside a recurrence on one thread
 PIPELINE_ROWS = 16           # T B rows per block of the weight gradients' products beside BPTT
 
@@ -351,42 +352,35 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, c0, c1, blo
     gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN); ap, bp scratch
     for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use BLAS.
 
-    A thread with block > 0 (and no BPTT rows) first adds the sums of dW and dU over blocks of
-    `block` steps as BPTT finishes them, from the last step down, until BPTT is done. Then, after
-    a barrier (the products read every row), each thread does its run of the rows of dx and
-    columns c0:c1 of the sums over the steps left."""
+    A thread with block > 0 (and no BPTT rows) first sums all of dW and dU, over blocks of
+    `block` steps as BPTT finishes them, from the last step down. Then, after a barrier (the
+    products read every row), each thread does its run of the rows of dx and, unless a thread did
+    them beside BPTT, columns c0:c1 of dW and dU."""
     T, B, I = x.shape
     G = dxw.shape[2]
     x2, h2, dx2 = x.reshape(T * B, I), hs[:T].reshape(T * B, hs.shape[2]), dx.reshape(T * B, I)
     dxw2, dhu2 = dxw.reshape(T * B, G), dhu.reshape(T * B, G)
     if block > 0:
-        t1 = T
-        while t1 > 0:
+        for t1 in range(T, 0, -block):
             t0 = max(0, t1 - block)
-            if _await_bptt(sync, t0) == 0:     # BPTT done: share the rest
-                break
+            _await_bptt(sync, t0)
             a, b = t0 * B, t1 * B
             _weight_grads(x2[a:b], h2[a:b], dxw2[a:b], dhu2[a:b], dW, dU, 0, G, ap, bp, t1 < T)
-            t1 = t0
-        store_release(sync, TAIL, t1)
     barrier(sync, q, 1)
     k0, k1 = run_of(T * B, sync.size // SYNC_STRIDE, q, TILE_ROWS)
     gemm(dxw2[k0:k1], W, dx2[k0:k1], 0.0, False, True)
-    tail = load_acquire(sync, TAIL) * B
-    _weight_grads(x2[:tail], h2[:tail], dxw2[:tail], dhu2[:tail], dW, dU, c0, c1, ap, bp, tail < T * B)
+    if c1 > c0:
+        _weight_grads(x2, h2, dxw2, dhu2, dW, dU, c0, c1, ap, bp, False)
     finished(sync, q)
 
 
 @jit
 def _await_bptt(sync, t):
-    """Wait until every thread's BPTT has done steps t..; return the most steps one has left."""
-    left = 0
+    """Wait until every thread's BPTT has done steps t.. (or a failure released sync)."""
     for p in range(sync.size // SYNC_STRIDE):
         spins = 0
-        while load_acquire(sync, p * SYNC_STRIDE + BPTT_AT) > t:
+        while t < load_acquire(sync, p * SYNC_STRIDE + BPTT_AT) < RELEASED:
             spins = spin_turn(spins)
-        left = max(left, load_acquire(sync, p * SYNC_STRIDE + BPTT_AT))
-    return left
 
 
 @jit

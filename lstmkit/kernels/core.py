@@ -446,16 +446,22 @@ def gemm_tn(a, b, c, p0, p1, ap, bp, accumulate):
 
 # --- a barrier for threads that run the time steps together -------------------------------------
 
-@intrinsic
-def load_acquire(typingctx, arr, idx):
-    """arr[idx] of an int64 array, read atomically after every write another thread released."""
-    if arr != types.int64[::1]:
-        return None
+def _make_load(ordering):
+    """An intrinsic arr[idx] of an int64 array, read atomically with LLVM's ordering."""
+    def load(typingctx, arr, idx):
+        if arr != types.int64[::1]:
+            return None
 
-    def codegen(context, builder, signature, args):
-        ptr = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
-        return builder.load_atomic(ptr, "acquire", 8)
-    return types.int64(arr, idx), codegen
+        def codegen(context, builder, signature, args):
+            ptr = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+            return builder.load_atomic(ptr, ordering, 8)
+        return types.int64(arr, idx), codegen
+    load.__name__ = f"_load_{ordering}"
+    return intrinsic(load)
+
+
+load_acquire = _make_load("acquire")      # sees every write another thread released before it
+_load_seq_cst = _make_load("seq_cst")     # ... and is ordered with every seq_cst store
 
 
 def _make_store(ordering):
@@ -475,16 +481,6 @@ def _make_store(ordering):
 
 store_release = _make_store("release")   # visible to other threads after every earlier write
 _store_seq_cst = _make_store("seq_cst")   # also before any later read (a full fence)
-
-
-@intrinsic
-def _cycles(typingctx):
-    """The CPU's cycle counter (x86: the time-stamp counter)."""
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
-                                            "llvm.readcyclecounter")
-        return builder.call(fn, [])
-    return types.int64(), codegen
 
 
 @intrinsic
@@ -511,6 +507,7 @@ def _yield_cpu(typingctx):
 
 SYNC_STRIDE = 16        # int64 slots per thread in a barrier array: one 128-byte line each
 SPINS_BEFORE_YIELD = 1000
+RELEASED = 1 << 62      # every slot of a barrier array after a failure: every wait on it ends
 
 
 def barrier_array(parts):
@@ -562,8 +559,9 @@ def started(sync, q):
 
 @jit
 def finished(sync, q):
-    """The end of thread q's part. A worker (q > 0) waits here until the caller waits for it
-    without the GIL (`await_done`): both ending at once, one would find the GIL taken and sleep."""
+    """The end of thread q's part. A worker (q > 0) waits here, spinning, until the caller waits
+    for it without the GIL (`await_done`): both ending at once, one would find the GIL taken and
+    sleep. (A worker done long before the caller spins that long.)"""
     if q > 0:
         spins = 0
         while load_acquire(sync, AWAITING) == 0:
@@ -581,36 +579,34 @@ def post(mail, workers, seq, sync, wake_sent):
         spins = 0
         while (load_acquire(sync, (w + 1) * SYNC_STRIDE + STARTED) == 0
                and load_acquire(mail, w * SYNC_STRIDE + DONE) != seq):
-            if not wake_sent and load_acquire(mail, w * SYNC_STRIDE + ASLEEP) != 0:
+            if not wake_sent and _load_seq_cst(mail, w * SYNC_STRIDE + ASLEEP) != 0:
                 return w
             spins = spin_turn(spins)
     return -1
 
 
 @jit
-def await_job(mail, w, last, budget):
-    """Worker w: spin until a job other than `last` is posted and return its number; after budget
-    cycles without one, mark the worker asleep and return 0 (it then sleeps in Python)."""
-    start = _cycles()
-    while True:
+def await_job(mail, w, last, turns):
+    """Worker w: spin until a job other than `last` is posted and return its number; after
+    `turns` turns without one, mark the worker asleep and return 0 (it then sleeps in Python)."""
+    for _ in range(turns):
         seq = load_acquire(mail, w * SYNC_STRIDE + POSTED)
         if seq != last:
             return seq
-        if _cycles() - start > budget:
-            _store_seq_cst(mail, w * SYNC_STRIDE + ASLEEP, 1)    # then look once more: a poster that
-            seq = load_acquire(mail, w * SYNC_STRIDE + POSTED)  # missed this flag has posted by now
-            if seq != last:
-                store_release(mail, w * SYNC_STRIDE + ASLEEP, 0)
-                return seq
-            return 0
         _spin_pause()
+    _store_seq_cst(mail, w * SYNC_STRIDE + ASLEEP, 1)     # then look once more: a poster that
+    seq = _load_seq_cst(mail, w * SYNC_STRIDE + POSTED)    # missed this flag has posted by now
+    if seq != last:
+        store_release(mail, w * SYNC_STRIDE + ASLEEP, 0)
+        return seq
+    return 0
 
 
 @jit
-def finish_job(mail, w, seq, budget):
+def finish_job(mail, w, seq, turns):
     """Worker w has finished job seq: say so, then `await_job` the next."""
     store_release(mail, w * SYNC_STRIDE + DONE, seq)
-    return await_job(mail, w, seq, budget)
+    return await_job(mail, w, seq, turns)
 
 
 @jit

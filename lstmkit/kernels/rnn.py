@@ -33,9 +33,9 @@ def _tanh_row(a, b, hn):
 def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
     and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
-    x (T, B, I), W (I, H), U (H, H); Wp, Up packed or empty to use BLAS, and UTp, packed first
-    where fill says so (`common.project`); b (H,); lengths (B,) int64. Fills a with
-    tanh(a_t + b), hs and y."""
+    x (T, B, I), W (I, H), U (H, H); Wp, Up packed or empty to use BLAS, packed first (and UTp
+    after the projection) where fill says so (`common.project`); b (H,); lengths (B,) int64.
+    Fills a with tanh(a_t + b), hs and y."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, H = a.shape
     project(x.reshape(T * B, x.shape[2]), W, Wp, U, Up, UTp, fill, a.reshape(T * B, H), k0, k1, block,

@@ -3,11 +3,11 @@
 The kernels' threads are their own small crew of Python threads running compiled code that
 releases the GIL (`run_parallel`). A kernel call starts one compiled function per thread, once
 (`common.forward_on_threads`, `common.backward_on_threads`): each takes its share of the large
-products and its own batch rows of the recurrence, and they meet at a spinning barrier
-(`core.barrier`) only where one needs what another computed. `set_num_threads(n)` bounds the
-threads a call uses (n - 1 of the crew plus the caller) and, through threadpoolctl, NumPy's and
-SciPy's OpenBLAS, so n threads is n threads. `LSTMKIT_NUM_THREADS` does the same when the kernels
-are first imported.
+products and its own batch rows of the recurrence, and they wait for one another (spinning:
+`core.barrier`, `common.await_projection`) only where one needs what another computed.
+`set_num_threads(n)` bounds the threads a call uses (n - 1 of the crew plus the caller) and,
+through threadpoolctl, NumPy's and SciPy's OpenBLAS, so n threads is n threads.
+`LSTMKIT_NUM_THREADS` does the same when the kernels are first imported.
 
 Why a spinning crew: a thread asleep on a lock or queue costs 30-80 µs to wake on a virtual
 machine (the idle core halts), and so does one asleep on the GIL. A call on two threads through a
@@ -89,12 +89,13 @@ def blas_single():
 def run_parallel(fn, jobs, sync):
     """Run fn(*args) for every args in jobs side by side: the first on the calling thread, the
     others on the crew's threads (one each). The compiled parts release the GIL, so these are truly
-    parallel. Every part calls `core.started(sync, q)` first and `core.finished(sync, q)` last, q
-    its job's index; parts that meet
-    at a barrier share `sync` (from `core.barrier_array`).
+    parallel. Every compiled part calls `core.started(sync, q)` first and `core.finished(sync, q)`
+    last, q its job's index (a Python fn need not); the parts share `sync` (from
+    `core.barrier_array`) for their barriers and other waits.
 
-    One call uses the crew at a time (other callers wait). If a job fails, every barrier in sync
-    is released, so that the others finish (on garbage), and the error is raised."""
+    One call uses the crew at a time (other callers wait). If a job fails (or the caller is
+    interrupted), every wait on sync ends, so that the others finish (on garbage), and the error
+    is raised."""
     if len(jobs) == 1:
         fn(*jobs[0])
         return
@@ -103,11 +104,11 @@ def run_parallel(fn, jobs, sync):
 
 
 class _Crew:
-    """Worker threads that spin, without the GIL, for about SPIN_CYCLES after each job, then sleep
+    """Worker threads that spin, without the GIL, for SPIN_TURNS turns after each job, then sleep
     on a condition until the next. Their handshakes are compiled (`core.post`, `core.await_job`,
     `core.finished`, `core.await_done`) so that no thread waits for the GIL while another holds it."""
 
-    SPIN_CYCLES = 2_000_000   # about a millisecond
+    SPIN_TURNS = 100_000   # about a millisecond here (a pause, 9 ns, and a load per turn)
 
     def __init__(self, workers):
         from lstmkit.kernels import core
@@ -124,15 +125,20 @@ class _Crew:
         self.seq += 1
         for w, args in enumerate(jobs[1:]):
             self.jobs[w], self.errors[w] = (fn, args, sync), None
-        if core.post(self.mail, n, self.seq, sync, False) >= 0:    # a worker sleeps: wake it
-            with self.wakeup:
-                self.wakeup.notify_all()
-            core.post(self.mail, n, self.seq, sync, True)
         try:
+            if core.post(self.mail, n, self.seq, sync, False) >= 0:    # a worker sleeps: wake it
+                with self.wakeup:
+                    self.wakeup.notify_all()
+                core.post(self.mail, n, self.seq, sync, True)
             _released_on_error(fn, jobs[0], sync)
+        except BaseException:           # (KeyboardInterrupt too): the workers must not wait for us
+            sync[:] = self.core.RELEASED
+            raise
         finally:
-            core.await_done(self.mail, n, self.seq, sync)
-        for err in self.errors[:n]:
+            if self.mail[self.core.POSTED] == self.seq:    # post hands out all jobs or none
+                core.await_done(self.mail, n, self.seq, sync)
+        errors, self.errors = self.errors[:n], [None] * self.workers
+        for err in errors:
             if err is not None:
                 raise err
 
@@ -145,11 +151,11 @@ class _Crew:
 
     def _work(self, w):
         core, mail, line = self.core, self.mail, w * self.core.SYNC_STRIDE
-        seq = core.await_job(mail, w, 0, self.SPIN_CYCLES)
+        seq = core.await_job(mail, w, 0, self.SPIN_TURNS)
         while True:
             if seq == 0:                                   # spun long enough without a job: sleep
                 with self.wakeup:
-                    while mail[line + core.POSTED] == self.seq_done(w):
+                    while mail[line + core.POSTED] == mail[line + core.DONE]:
                         self.wakeup.wait()
                 mail[line + core.ASLEEP] = 0
                 seq = int(mail[line + core.POSTED])
@@ -157,14 +163,15 @@ class _Crew:
             if job is None or seq < 0:
                 return
             fn, args, sync = job
+            self.jobs[w] = job = None              # hold no array past the job: the pool counts references
+            if not hasattr(fn, "py_func"):         # a Python job holds the GIL: started as it is taken
+                sync[(w + 1) * core.SYNC_STRIDE + core.STARTED] = 1
             try:
                 _released_on_error(fn, args, sync)
             except BaseException as err:
                 self.errors[w] = err
-            seq = core.finish_job(mail, w, seq, self.SPIN_CYCLES)
-
-    def seq_done(self, w):
-        return self.mail[w * self.core.SYNC_STRIDE + self.core.DONE]
+            del fn, args, sync
+            seq = core.finish_job(mail, w, seq, self.SPIN_TURNS)
 
 
 def _crew_of(workers):
@@ -182,11 +189,9 @@ def _released_on_error(fn, args, sync):
     try:
         fn(*args)
     except BaseException:
-        sync[:] = _RELEASED     # every barrier step is passed, every part counts as started
+        from lstmkit.kernels.core import RELEASED
+        sync[:] = RELEASED      # every wait on sync ends, every part counts as started
         raise
-
-
-_RELEASED = 1 << 62
 
 
 def apply_env():
