@@ -415,9 +415,8 @@ def gemm_tn_scratch(M, panels, dtype):
 def gemm_tn(a, b, c, p0, p1, ap, bp, accumulate):
     """c[:, 32 p0 : 32 p1] (+)= a^T @ b[:, 32 p0 : 32 p1] (added where accumulate) for a (K, M),
     b (K, N), c (M, N), row-major with unit column stride and N a multiple of 32: the weight
-    gradients x^T dz over all steps,
-    whose long K and short M, N BLAS handles at half speed. ap, bp: scratch from gemm_tn_scratch
-    (at least p1 - p0 panels).
+    gradients x^T dz over all steps, whose long K and short M, N BLAS handles at half speed.
+    ap, bp: scratch from gemm_tn_scratch (at least p1 - p0 panels).
 
     Per block of D = GEMM_TN_DEPTH values of k, the block of a is packed as (M/8, D, 8) tiles and
     the block of b as (panels, D, 32), both read row by row, so that the tiles read contiguous
