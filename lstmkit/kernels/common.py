@@ -180,8 +180,9 @@ def _by_gemm_tn(H, dtype):
 
 def weight_grad_scratch(I, H, cols, dtype):
     """gemm_tn's scratch for a thread's columns cols = (c0, c1) of the weight gradients, or empty
-    arrays when they go to BLAS."""
-    return gemm_tn_scratch(max(I, H) if _by_gemm_tn(H, dtype) else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
+    arrays when they go to BLAS or the thread has none."""
+    by_gemm_tn = _by_gemm_tn(H, dtype) and cols[1] > cols[0]
+    return gemm_tn_scratch(max(I, H) if by_gemm_tn else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
 
 
 def weight_grad_columns(G, H, parts, dtype):
