@@ -394,9 +394,11 @@ def test_small_batches_run_the_products_beside_the_recurrence(kernel_threads, n,
     lengths = [T - 7, 1, 2][:B]
     check(T, B, I, H, dtype, seed=n + H, lengths=lengths)
     _, args, grads = make_case(T, B, I, H, dtype, seed=n)
-    first, again = (run(fast, args, grads, lengths) for _ in range(2))
-    for name in NAMES:
-        assert np.array_equal(first[name], again[name]), name
+    first = run(fast, args, grads, lengths)
+    for _ in range(20):             # a timing-dependent sum differed in 5-11% of pairs of runs
+        again = run(fast, args, grads, lengths)
+        for name in NAMES:
+            assert np.array_equal(first[name], again[name]), name
 
 
 def test_concurrent_callers_and_interleaved_caches(kernel_threads):
@@ -444,9 +446,10 @@ def test_idle_workers_sleep_and_wake_for_the_next_call():
             time.sleep(0.01)
         slept = bool(asleep.all())
         again = lstm.lstm_forward(x, W, U, b)[0]
-        print(slept, np.array_equal(first, again), threads._crew.mail[core.ASLEEP])
+        mail = threads._crew.mail
+        print(slept, np.array_equal(first, again), mail[core.DONE] == mail[core.POSTED] == 2)
     """, timeout=120)
-    assert out.split() == ["True", "True", "0"]
+    assert out.split() == ["True", "True", "True"]
 
 
 def test_the_crew_holds_no_array_after_a_call():
