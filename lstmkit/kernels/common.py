@@ -7,7 +7,7 @@ Each call starts one compiled function per thread, once (`forward_on_threads`,
 forward   x_t W for all steps, each thread a block of the T B rows (`project`: `core.packed_gemm`
           on W packed into column panels up to I = 512, BLAS beyond), published as it goes; then
           the recurrence of the thread's own batch rows (`runs`), each step once its rows of x W
-          are there (`await_projection`): rows never meet inside a layer, so no thread waits for
+          are there (`step_product`): rows never meet inside a layer, so no thread waits for
           another inside the time loop. The per-step product (`recurrent_product`) uses an 8 x 32
           register tile on U packed once per call for float32 runs of 8 rows or more, a 1 x 128
           one for smaller batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
@@ -24,7 +24,7 @@ import numpy as np
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.core import (RELEASED, ROW_COLS, SYNC_STRIDE, TILE_COLS, TILE_ROWS, barrier, barrier_array,
                                   finished, gemm, gemm_tn, gemm_tn_scratch, jit, load_acquire, pack, packed_gemm,
-                                  spin_turn, store_release)
+                                  spin_turn, started, store_release)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
 
@@ -286,7 +286,7 @@ PIPELINE_ROWS = 16           # T B rows per block of the weight gradients' produ
 
 def projection_sync(projections):
     """The barrier array of the threads that project the row runs (k0, k1) of x W, with each
-    thread's run and progress (none yet) filled in for `await_projection`."""
+    thread's run and progress (none yet) filled in for `step_product`."""
     sync = barrier_array(len(projections))
     for q, (k0, k1) in enumerate(projections):
         line = q * SYNC_STRIDE
@@ -298,29 +298,33 @@ PACK_W, PACK_U, PACK_UT = 1, 2, 4   # what a thread packs in `project` beside a 
 
 
 @jit
-def project(x2, W, Wp, U, Up, UTp, fill, out, k0, k1, block, sync, q):
-    """out[k0:k1] = x2[k0:k1] @ W, `block` rows at a time, each published in sync when done:
-    thread q's rows of x_t W over all steps, x2 (T B, I), out (T B, G); W packed as Wp or, Wp
-    empty, by BLAS. First packs U into Up and W into Wp where fill says so (for this thread's
-    own use), after the projection U^T into UTp (for the backward)."""
+def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, sync, q):
+    """The start of thread q's forward part: says it has started (`core.started`), packs U into Up
+    and W into Wp where fill says so (for its own use), then projects its rows k0:k1 of the T B
+    rows of out = x W, `block` rows at a time, each published in sync when done (for
+    `step_product`), then packs U^T into UTp where fill says so (for the backward). x (T, B, I),
+    out (T, B, G); W packed as Wp or, Wp empty, by BLAS."""
+    started(sync, q)
     if fill & PACK_U:
         pack(U, Up, False)
     if fill & PACK_W:
         pack(W, Wp, False)
+    x2, out2 = x.reshape(-1, x.shape[2]), out.reshape(-1, out.shape[2])
     for a in range(k0, k1, block):
         b = min(k1, a + block)
         if Wp.shape[0]:
-            packed_gemm(x2[a:b], Wp, out[a:b], False)
+            packed_gemm(x2[a:b], Wp, out2[a:b], False)
         else:
-            gemm(x2[a:b], W, out[a:b], 0.0, False, False)
+            gemm(x2[a:b], W, out2[a:b], 0.0, False, False)
         store_release(sync, q * SYNC_STRIDE + PROJECTED, b)
     if fill & PACK_UT:
         pack(U, UTp, True)
 
 
 @jit
-def await_projection(sync, rows):
-    """Wait until the first `rows` rows of x W are projected, by whichever threads project them."""
+def step_product(h, U, Up, out, accumulate, sync, rows):
+    """out (+)= h U for a thread's rows of one forward step (`recurrent_product`), once the first
+    `rows` rows of x W are projected, by whichever threads project them (out may hold them)."""
     for p in range(sync.size // SYNC_STRIDE):
         line = p * SYNC_STRIDE
         if sync[line + PROJECT_FROM] < rows:
@@ -328,6 +332,7 @@ def await_projection(sync, rows):
             spins = 0
             while load_acquire(sync, line + PROJECTED) < need:
                 spins = spin_turn(spins)
+    recurrent_product(h, U, Up, out, accumulate, False)
 
 
 @jit

@@ -14,9 +14,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
-                                    finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
-                                    step_args)
+from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
+                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
@@ -45,13 +45,10 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, len
     x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed or empty to use BLAS, packed first (and UTp
     after the projection) where fill says so (`common.project`); b (2, 3H), rz_shift (2H,) from
     `_rz_shift`; lengths (B,) int64. Fills gates with r, z, n, hu, hs, y."""
-    started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, G = gates.shape
-    project(x.reshape(T * B, x.shape[2]), W, Wp, U, Up, UTp, fill, gates.reshape(T * B, G), k0, k1, block,
-            sync, q)                                         # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, sync, q)   # x_t W, all t
     for t in range(T):
-        await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
-        recurrent_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, False)   # h_{t-1} U
+        step_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, sync, (t + 1) * B)   # h_{t-1} U
         for r in range(r0, r1):
             hp, hn, yr = hs[t, r], hs[t + 1, r], y[t, r]
             if t >= lengths[r]:                              # past its length: state frozen, y = 0

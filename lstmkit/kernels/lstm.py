@@ -17,9 +17,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
-                                    finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
-                                    step_args)
+from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
+                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
@@ -55,15 +55,12 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, shift, gates, hs, cs, tanh_
     Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and gates (T, B, 4H) with i, f, (g+1)/2, o
     (g = tanh kept as the sigmoid it is computed from). The arrays stay whole so that every row
     is a contiguous vector (sliced batches do not vectorise)."""
-    started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
-    project(x.reshape(T * B, x.shape[2]), W, Wp, U, Up, UTp, fill, gates.reshape(T * B, G), k0, k1, block,
-            sync, q)                                         # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, sync, q)   # x_t W, all t
     for t in range(T):
-        await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
-        recurrent_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, False)   # z_t = x_t W + h_{t-1} U
+        step_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, sync, (t + 1) * B)   # z_t = x_t W + h_{t-1} U
         for r in range(r0, r1):
             hp, cp, hn, cn, yr = hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], y[t, r]
             if t >= lengths[r]:                              # past its length: state frozen, y = 0

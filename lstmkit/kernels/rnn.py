@@ -11,9 +11,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (await_projection, backward_args, backward_on_threads, bptt_at, checked,
-                                    finish_backward, forward_on_threads, project, recurrent_product, sequence_args,
-                                    step_args)
+from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
+                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
@@ -36,13 +36,10 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0,
     x (T, B, I), W (I, H), U (H, H); Wp, Up packed or empty to use BLAS, packed first (and UTp
     after the projection) where fill says so (`common.project`); b (H,); lengths (B,) int64.
     Fills a with tanh(a_t + b), hs and y."""
-    started(sync, q)                                         # (run_parallel's caller may go on)
     T, B, H = a.shape
-    project(x.reshape(T * B, x.shape[2]), W, Wp, U, Up, UTp, fill, a.reshape(T * B, H), k0, k1, block,
-            sync, q)                                         # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, a, k0, k1, block, sync, q)   # x_t W, all t
     for t in range(T):
-        await_projection(sync, (t + 1) * B)                  # step t's rows of x W are done
-        recurrent_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, False)   # + h_{t-1} U
+        step_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, sync, (t + 1) * B)   # + h_{t-1} U
         for r in range(r0, r1):
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
                 hs[t + 1, r] = hs[t, r]
