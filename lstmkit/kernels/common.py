@@ -197,7 +197,7 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
     """Run part(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
     on the threads as `forward_plan` splits the work: thread q projects rows k0:k1 of the T B
     rows of x W, `block` rows at a time, and runs the recurrence of batch rows r0:r1, each step
-    once its rows are projected (`project`, `await_projection`). x (T, B, I), W (I, G), U (H, G).
+    once its rows are projected (`project`, `step_product`). x (T, B, I), W (I, G), U (H, G).
 
     Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
     the projecting thread also packs U^T for the backward, returned (else None). Otherwise W and

@@ -4,7 +4,7 @@ The kernels' threads are their own small crew of Python threads running compiled
 releases the GIL (`run_parallel`). A kernel call starts one compiled function per thread, once
 (`common.forward_on_threads`, `common.backward_on_threads`): each takes its share of the large
 products and its own batch rows of the recurrence, and they wait for one another (spinning:
-`core.barrier`, `common.await_projection`) only where one needs what another computed.
+`core.barrier`, `common.step_product`) only where one needs what another computed.
 `set_num_threads(n)` bounds the threads a call uses (n - 1 of the crew plus the caller) and,
 through threadpoolctl, NumPy's and SciPy's OpenBLAS, so n threads is n threads.
 `LSTMKIT_NUM_THREADS` does the same when the kernels are first imported.
