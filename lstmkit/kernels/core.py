@@ -552,7 +552,8 @@ POSTED, DONE, ASLEEP = 0, 1, 2  # slots of a worker's line in the crew's mailbox
 @jit
 def started(sync, q):
     """Thread q runs its part, without the GIL: the caller of `threads.run_parallel` may take the
-    GIL to start its own. Every part run by run_parallel calls this first."""
+    GIL to start its own. Every compiled part run by run_parallel calls this first (the forward
+    parts through `common.project`)."""
     store_release(sync, q * SYNC_STRIDE + STARTED, 1)
 
 
