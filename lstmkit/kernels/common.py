@@ -158,11 +158,6 @@ def packed_shape(U, rows, transpose):
     return (N // width, K, width) if U.dtype == np.float32 and N % width == 0 else None
 
 
-def projection_weights(W, rows):
-    """W packed for x W over `rows` rows (`projection_shape`), or the BLAS marker."""
-    return packed(W, rows, False) if projection_shape(W, rows) else use_blas(W.dtype)
-
-
 def projection_shape(W, rows):
     """The shape of W packed for x W over `rows` rows, or None (BLAS) beyond PROJECTION_TILE_MAX_I."""
     return packed_shape(W, rows, False) if W.shape[0] <= PROJECTION_TILE_MAX_I else None
@@ -206,22 +201,24 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
     parts = batch_parts(B, *U.shape, x.dtype)
     w_shape, u_shape = projection_shape(W, T * B), packed_shape(U, B // parts, False)
     projections, batch_runs, block = forward_plan(T, B, I, U.shape[1], parts, w_shape is not None)
-    UTp = None
-    if len(batch_runs) > parts:
-        ut_shape = packed_shape(U, B, True)
-        Wp, Up, UTp = (buffers.empty(shape, U.dtype) if shape else use_blas(U.dtype)
-                       for shape in (w_shape, u_shape, ut_shape))
+    pipelined = len(batch_runs) > parts
+    ut_shape = packed_shape(U, B, True) if pipelined else None
+    Wp, Up, UTp = (buffers.empty(shape, U.dtype) if shape else use_blas(U.dtype)
+                   for shape in (w_shape, u_shape, ut_shape))
+    if pipelined:
         fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)]
-        UTp = UTp if ut_shape else None
     else:
-        Wp, Up, fills = projection_weights(W, T * B), packed(U, B // parts, False), [0] * parts
+        fills = [0] * parts
+        if w_shape:
+            pack(W, Wp, False)
+        if u_shape:
+            pack(U, Up, False)
     sync = projection_sync(projections)
     threads.blas_single()
-    threads.run_parallel(part, [(x, W, Wp, U, Up, use_blas(U.dtype) if UTp is None else UTp, fill, *cell_args,
-                                 lengths, sync, q, k0, k1, block, r0, r1)
+    threads.run_parallel(part, [(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
                                 for q, ((k0, k1), (r0, r1), fill) in enumerate(zip(projections, batch_runs, fills))],
                          sync)
-    return UTp
+    return UTp if ut_shape else None
 
 
 def forward_plan(T, B, I, G, parts, packed_w):
