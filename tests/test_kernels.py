@@ -291,6 +291,7 @@ def test_weight_gradient_product(K, M, N, p0, p1):
     # gemm_tn: c[:, panels p0..p1] (+)= a^T b in blocks of 256 values of k, M not a multiple of 8;
     # the other panels of c are left alone, a may be a strided view; K = 0 gives zeros (or adds
     # nothing).
+    from lstmkit.kernels import buffers
     from lstmkit.kernels.core import gemm_tn, gemm_tn_scratch
     rng = np.random.default_rng(K + M)
     a = rng.standard_normal((K, M + 3)).astype(np.float32)[:, 1:M + 1]
@@ -300,7 +301,7 @@ def test_weight_gradient_product(K, M, N, p0, p1):
     outside[inside] = False
     for accumulate in (False, True):
         c = np.full((M, N), 7.0, np.float32)
-        gemm_tn(a, b, c, p0, p1, *gemm_tn_scratch(M, p1 - p0, np.float32), accumulate)
+        gemm_tn(a, b, c, p0, p1, *buffers.empty_group(*gemm_tn_scratch(M, p1 - p0, np.float32)), accumulate)
         want = a.astype(np.float64).T @ b.astype(np.float64) + (7.0 if accumulate else 0.0)
         assert rel_error(c[:, inside], want[:, inside]) < 1e-5
         assert np.all(c[:, outside] == 7.0)

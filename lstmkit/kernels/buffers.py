@@ -25,54 +25,86 @@ import numpy as np
 ALIGN = 128                     # bytes
 POOL_MIN_BYTES = 1 << 17        # smaller arrays come from malloc, which reuses them without faults
 POOL_MAX_FREE_BYTES = 1 << 29   # free blocks beyond this go back to the system at the next allocation
+LAYOUTS_KEPT = 256              # group layouts remembered (`_layout`)
 
 _blocks = []                    # 1-D uint8 arrays owned by the pool
 _starts = {}                    # id of a block -> the offset of its first ALIGN-byte boundary
 _lock = threading.Lock()
+_layouts = {}                   # specs of a group -> its layout (`_layout`)
 
 
-def _refcount(blocks, k):
-    return sys.getrefcount(blocks[k])
+def _free_blocks():
+    """The blocks nothing but the pool refers to."""
+    free = []
+    for block in _blocks:
+        if sys.getrefcount(block) <= _FREE_REFS:
+            free.append(block)
+    return free
 
 
-_FREE_REFS = _refcount([np.empty(1, np.uint8)], 0)   # what _refcount says of a block only a list holds
+def _refs_in_loop(blocks):
+    for block in blocks:
+        return sys.getrefcount(block)
+
+
+_FREE_REFS = _refs_in_loop([np.empty(1, np.uint8)])   # what _free_blocks's loop sees of a block only a list holds
+
+
+def _nbytes(block):
+    return block.nbytes
 
 
 def empty(shape, dtype):
     """An uninitialised, 128-byte aligned, C-contiguous array of shape and dtype, recycled from
     the pool when it is large."""
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape if isinstance(shape, tuple) else (shape,)) * dtype.itemsize
-    size = nbytes + ALIGN
-    if nbytes < POOL_MIN_BYTES:
-        return _aligned(np.empty(size, np.uint8), nbytes, shape, dtype)
-    with _lock:
-        free = _free_blocks()
-        fits = [(block_size, k) for block_size, k in free if size <= block_size <= 2 * size]
-        if fits:
-            chosen = min(fits)[1]                   # the smallest free block that fits
-            block = _blocks[chosen]
-            free = [(block_size, k) for block_size, k in free if k != chosen]
-        else:
-            block = np.empty(size, np.uint8)
-            _blocks.append(block)
-            _starts[id(block)] = -block.ctypes.data % ALIGN
-        _release(free)
-        start = _starts[id(block)]
-        return block[start:start + nbytes].view(dtype).reshape(shape)
+    return empty_group((shape, dtype))[0]
 
 
 def empty_group(*specs):
     """Arrays of the (shape, dtype) specs, each as from `empty`, carved from one block: one
-    allocation for arrays that live and die together (each costs 3-13 µs here, caches cold
-    between kernel calls). Any of them keeps the whole block busy."""
-    sizes = [math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in specs]
-    block = empty(sum(-(-n // ALIGN) * ALIGN for n in sizes), np.uint8)
-    arrays, start = [], 0
-    for (shape, dtype), n in zip(specs, sizes):
-        arrays.append(block[start:start + n].view(dtype).reshape(shape))
-        start += -(-n // ALIGN) * ALIGN
-    return arrays
+    allocation for arrays that live and die together. Any of them keeps the whole block busy.
+    The Python around a kernel call runs with cold caches (the call evicts them), where each
+    NumPy operation costs microseconds: the layout of a group is worked out once per specs, and
+    each array is a single constructor call on the block."""
+    layout = _layouts.get(specs)
+    if layout is None:
+        layout = _layout(specs)
+    nbytes, arrays = layout
+    block, start = _block(nbytes)
+    return [np.ndarray(shape, dtype, block, start + offset) for shape, dtype, offset in arrays]
+
+
+def _layout(specs):
+    """(bytes, [(shape, dtype, offset)]) of a group, remembered for the next call with its specs."""
+    arrays, nbytes = [], 0
+    for shape, dtype in specs:
+        shape, dtype = (shape if isinstance(shape, tuple) else (shape,)), np.dtype(dtype)
+        arrays.append((shape, dtype, nbytes))
+        nbytes += -(-math.prod(shape) * dtype.itemsize // ALIGN) * ALIGN
+    if len(_layouts) >= LAYOUTS_KEPT:     # (e.g. a new sequence length every batch)
+        _layouts.clear()
+    _layouts[specs] = layout = nbytes, arrays
+    return layout
+
+
+def _block(nbytes):
+    """A block of at least nbytes from its ALIGN-byte aligned start on, and that start."""
+    size = nbytes + ALIGN
+    if nbytes < POOL_MIN_BYTES:
+        block = np.empty(size, np.uint8)
+        return block, -block.ctypes.data % ALIGN
+    with _lock:
+        free = _free_blocks()
+        fits = [block for block in free if size <= block.nbytes <= 2 * size]
+        if fits:
+            block = min(fits, key=_nbytes)      # the smallest free block that fits
+        else:
+            block = np.empty(size, np.uint8)
+            _blocks.append(block)
+            _starts[id(block)] = -block.ctypes.data % ALIGN
+        if sum(map(_nbytes, free)) - (block.nbytes if fits else 0) > POOL_MAX_FREE_BYTES:
+            _release([other for other in free if other is not block])
+        return block, _starts[id(block)]
 
 
 def zeros(shape, dtype):
@@ -85,35 +117,21 @@ def zeros(shape, dtype):
 def pooled_bytes():
     """(bytes in use, bytes free) in the pool's blocks."""
     with _lock:
-        free = sum(size for size, _ in _free_blocks())
-        return sum(block.nbytes for block in _blocks) - free, free
-
-
-def _aligned(block, nbytes, shape, dtype):
-    """nbytes of block from its first ALIGN-byte boundary on, as an array of shape and dtype."""
-    start = -block.ctypes.data % ALIGN
-    return block[start:start + nbytes].view(dtype).reshape(shape)
-
-
-def _free_blocks():
-    """The blocks nothing but the pool refers to, as (size, index in _blocks)."""
-    return [(_blocks[k].nbytes, k) for k in range(len(_blocks)) if _refcount(_blocks, k) <= _FREE_REFS]
+        free = sum(map(_nbytes, _free_blocks()))
+        return sum(map(_nbytes, _blocks)) - free, free
 
 
 def _release(free):
-    """Drop free blocks (size, index), largest first, until those left hold at most
-    POOL_MAX_FREE_BYTES."""
-    total = sum(size for size, _ in free)
+    """Drop free blocks, largest first, until those left hold at most POOL_MAX_FREE_BYTES."""
+    total = sum(map(_nbytes, free))
     dropped = set()
-    for size, k in sorted(free, reverse=True):
+    for block in sorted(free, key=_nbytes, reverse=True):
         if total <= POOL_MAX_FREE_BYTES:
             break
-        total -= size
-        dropped.add(k)
-    if dropped:
-        for k in dropped:
-            del _starts[id(_blocks[k])]
-        _blocks[:] = [block for k, block in enumerate(_blocks) if k not in dropped]
+        total -= block.nbytes
+        dropped.add(id(block))
+        del _starts[id(block)]
+    _blocks[:] = [block for block in _blocks if id(block) not in dropped]
 
 
 def _after_fork():

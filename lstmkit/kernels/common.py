@@ -19,6 +19,8 @@ small     A batch too small to split among the threads (`batch_parts`) runs its 
 batches   thread while a second projects x W ahead of it (forward) or sums dW and dU over the
           steps BPTT has finished (backward): `forward_plan`, `backward_plan`.
 """
+import functools
+
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
@@ -64,21 +66,18 @@ def step_args(x, W, U, b, gates, bias_shape, **states):
 
 def backward_args(dy, cache, **state_grads):
     """dy (T, B, H) checked against the forward's cache, and the gradients of the final states
-    given by name (None for zeros) as fresh aligned arrays that BPTT carries back in place, each
-    thread in its own rows. Returns dy and the list of state gradients."""
+    given by name (None for zeros) as fresh aligned arrays (one block) that BPTT carries back in
+    place, each thread in its own rows. Returns dy and the list of state gradients."""
     T, B, _ = cache["x"].shape
     H = cache["U"].shape[0]
     dtype = cache["x"].dtype
-    return checked(dy, dtype, (T, B, H), "dy"), [state_grad(d, dtype, (B, H), name) for name, d in state_grads.items()]
-
-
-def state_grad(d, dtype, shape, name):
-    """The gradient of a final state as a fresh aligned array (zeros for None): BPTT carries it
-    back in place, each thread in its own rows."""
-    out = buffers.zeros(shape, dtype)
-    if d is not None:
-        out[...] = checked(d, dtype, shape, name)
-    return out
+    grads = buffers.empty_group(*[((B, H), dtype)] * len(state_grads))
+    for out, (name, d) in zip(grads, state_grads.items()):
+        if d is None:
+            out.fill(0)
+        else:
+            out[...] = checked(d, dtype, (B, H), name)
+    return checked(dy, dtype, (T, B, H), "dy"), grads
 
 
 def weights(W, U, b, I, dtype, gates, bias_shape):
@@ -141,7 +140,7 @@ def run_of(n, parts, q, multiple):
 def packed(U, rows, transpose):
     """U (K, N) (or U^T for U (N, K)) packed for `packed_gemm` when that beats BLAS for a product
     with `rows` rows: see `packed_shape`; else an empty array: use BLAS."""
-    shape = packed_shape(U, rows, transpose)
+    shape = packed_shape(U.shape, U.dtype, rows, transpose)
     if shape is None:
         return use_blas(U.dtype)
     out = buffers.empty(shape, U.dtype)
@@ -149,18 +148,19 @@ def packed(U, rows, transpose):
     return out
 
 
-def packed_shape(U, rows, transpose):
-    """The shape of `packed`(U, rows, transpose) for float32: 32-column panels for 8 rows or more,
-    128-column panels for fewer; None where BLAS does the product (float64, or columns that do
-    not fill the panels)."""
-    K, N = U.shape[::-1] if transpose else U.shape
+def packed_shape(shape, dtype, rows, transpose):
+    """The shape of `packed`(U, rows, transpose) for U of shape and dtype: for float32, 32-column
+    panels for 8 rows or more, 128-column panels for fewer; None where BLAS does the product
+    (float64, or columns that do not fill the panels)."""
+    K, N = shape[::-1] if transpose else shape
     width = TILE_COLS if rows >= TILE_ROWS else ROW_COLS
-    return (N // width, K, width) if U.dtype == np.float32 and N % width == 0 else None
+    return (N // width, K, width) if dtype == np.float32 and N % width == 0 else None
 
 
-def projection_shape(W, rows):
-    """The shape of W packed for x W over `rows` rows, or None (BLAS) beyond PROJECTION_TILE_MAX_I."""
-    return packed_shape(W, rows, False) if W.shape[0] <= PROJECTION_TILE_MAX_I else None
+def projection_shape(shape, dtype, rows):
+    """The shape of W (shape, dtype) packed for x W over `rows` rows, or None (BLAS) beyond
+    PROJECTION_TILE_MAX_I."""
+    return packed_shape(shape, dtype, rows, False) if shape[0] <= PROJECTION_TILE_MAX_I else None
 
 
 def use_blas(dtype):
@@ -174,8 +174,8 @@ def _by_gemm_tn(H, dtype):
 
 
 def weight_grad_scratch(I, H, cols, dtype):
-    """gemm_tn's scratch for a thread's columns cols = (c0, c1) of the weight gradients, or empty
-    arrays when they go to BLAS or the thread has none."""
+    """The (shape, dtype) of gemm_tn's scratch for a thread's columns cols = (c0, c1) of the
+    weight gradients, or of empty arrays when they go to BLAS or the thread has none."""
     by_gemm_tn = _by_gemm_tn(H, dtype) and cols[1] > cols[0]
     return gemm_tn_scratch(max(I, H) if by_gemm_tn else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
 
@@ -198,27 +198,37 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
     the projecting thread also packs U^T for the backward, returned (else None). Otherwise W and
     U are packed here, once for all threads."""
     T, B, I = x.shape
-    parts = batch_parts(B, *U.shape, x.dtype)
-    w_shape, u_shape = projection_shape(W, T * B), packed_shape(U, B // parts, False)
-    projections, batch_runs, block = forward_plan(T, B, I, U.shape[1], parts, w_shape is not None)
-    pipelined = len(batch_runs) > parts
-    ut_shape = packed_shape(U, B, True) if pipelined else None
-    Wp, Up, UTp = (buffers.empty(shape, U.dtype) if shape else use_blas(U.dtype)
-                   for shape in (w_shape, u_shape, ut_shape))
-    if pipelined:
-        fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)]
-    else:
-        fills = [0] * parts
-        if w_shape:
+    specs, jobs, sync_start, keep_ut = _forward_layout(T, B, I, *U.shape, x.dtype, threads.get_num_threads())
+    Wp, Up, UTp, sync = buffers.empty_group(*specs)    # (U^T kept for the backward keeps them all)
+    sync[:] = sync_start
+    if not jobs[0][1]:                              # (no thread packs: pack here, once for all)
+        if Wp.size:
             pack(W, Wp, False)
-        if u_shape:
+        if Up.size:
             pack(U, Up, False)
-    sync = projection_sync(projections)
     threads.blas_single()
-    threads.run_parallel(part, [(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
-                                for q, ((k0, k1), (r0, r1), fill) in enumerate(zip(projections, batch_runs, fills))],
-                         sync)
-    return UTp if ut_shape else None
+    threads.run_parallel(part, [(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, *job)
+                                for job, fill in jobs], sync)
+    return UTp if keep_ut else None
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_layout(T, B, I, H, G, dtype, n_threads):
+    """What `forward_on_threads` does for these shapes on n_threads, worked out once (the Python
+    around a call runs with cold caches, microseconds per operation): the (shape, dtype) of W, U
+    and U^T packed (empty: BLAS or not packed) and of sync, each thread's (q, k0, k1, block, r0,
+    r1) and fill, what sync starts as, and whether U^T is packed for the backward."""
+    parts = batch_parts(B, H, G, dtype)
+    w_shape, u_shape = projection_shape((I, G), dtype, T * B), packed_shape((H, G), dtype, B // parts, False)
+    projections, batch_runs, block = forward_plan(T, B, I, G, parts, w_shape is not None)
+    pipelined = len(batch_runs) > parts
+    ut_shape = packed_shape((H, G), dtype, B, True) if pipelined else None
+    sync = projection_sync(projections)
+    specs = tuple((shape or (0, 0, TILE_COLS), dtype) for shape in (w_shape, u_shape, ut_shape)) + ((sync.shape, sync.dtype),)
+    fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)] if pipelined else [0] * parts
+    jobs = tuple(((q, k0, k1, block, r0, r1), fill)
+                 for q, ((k0, k1), (r0, r1), fill) in enumerate(zip(projections, batch_runs, fills)))
+    return specs, jobs, sync, ut_shape is not None
 
 
 def forward_plan(T, B, I, G, parts, packed_w):
@@ -241,23 +251,33 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     dU (H, G) and db (bias_shape, summed over the threads)."""
     x, W, U = cache["x"], cache["W"], cache["U"]
     T, B, I = x.shape
-    H, G = U.shape
-    dtype = x.dtype
-    dx, dW, dU = buffers.empty_group(((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype))
-    parts = batch_parts(B, H, G, dtype)
-    UTp = cache.get("UTp")                                 # packed by the forward, if its layout fits
-    if UTp is None or UTp.shape != packed_shape(U, B // parts, True):
-        UTp = packed(U, B // parts, True)
-    batch_runs, columns, blocks = backward_plan(T, B, I, H, G, parts, dtype)
-    db = buffers.zeros((len(batch_runs), *bias_shape), np.float64)   # one per thread: no two add to one
-    sync = barrier_array(len(batch_runs))
+    specs, jobs, ut_shape = _backward_layout(T, B, I, *U.shape, x.dtype, bias_shape, threads.get_num_threads())
+    dx, dW, dU, db, sync, *scratch = buffers.empty_group(*specs)   # one block: dx, dW or dU keeps it
+    db.fill(0)                                                      # (db: one row per thread, no two add to one)
+    sync.fill(0)
     sync[BPTT_AT::SYNC_STRIDE] = T
+    UTp = cache.get("UTp")                                          # packed by the forward, if its layout fits
+    if UTp is None or UTp.shape != ut_shape:
+        UTp = packed(U, B // batch_parts(B, *U.shape, x.dtype), True)
     threads.blas_single()
-    threads.run_parallel(part, [
-        (x, W, U, UTp, *cell_args, dx, dW, dU, db[q],
-         *weight_grad_scratch(I, H, (0, G) if block else (c0, c1), dtype), sync, q, r0, r1, c0, c1, block)
-        for q, ((r0, r1), (c0, c1), block) in enumerate(zip(batch_runs, columns, blocks))], sync)
-    return dx, dW, dU, db.sum(axis=0).astype(dtype)
+    threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, db[q], *scratch[2 * q:2 * q + 2], sync, *job)
+                                for q, job in enumerate(jobs)], sync)
+    return dx, dW, dU, db.sum(axis=0).astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
+    """What `backward_on_threads` does for these shapes on n_threads, worked out once (as
+    `_forward_layout`): the (shape, dtype) of dx, dW, dU, db, sync and each thread's gemm_tn
+    scratch, each thread's (q, r0, r1, c0, c1, block), and the shape of U^T packed (or None)."""
+    parts = batch_parts(B, H, G, dtype)
+    batch_runs, columns, blocks = backward_plan(T, B, I, H, G, parts, dtype)
+    specs = [((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), ((len(batch_runs), *bias_shape), np.float64),
+             ((len(batch_runs) * SYNC_STRIDE,), np.int64)]
+    for (c0, c1), block in zip(columns, blocks):
+        specs += weight_grad_scratch(I, H, (0, G) if block else (c0, c1), dtype)
+    jobs = tuple((q, r0, r1, c0, c1, block) for q, ((r0, r1), (c0, c1), block) in enumerate(zip(batch_runs, columns, blocks)))
+    return tuple(specs), jobs, packed_shape((H, G), dtype, B // parts, True)
 
 
 def backward_plan(T, B, I, H, G, parts, dtype):

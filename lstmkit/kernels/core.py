@@ -406,9 +406,10 @@ GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 K
 
 
 def gemm_tn_scratch(M, panels, dtype):
-    """The two pack buffers gemm_tn needs for M columns of a and `panels` column panels of b."""
-    return buffers.empty_group((((M + TILE_ROWS - 1) // TILE_ROWS, GEMM_TN_DEPTH, TILE_ROWS), dtype),
-                               ((panels, GEMM_TN_DEPTH, TILE_COLS), dtype))
+    """The (shape, dtype) of the two pack buffers gemm_tn needs for M columns of a and `panels`
+    column panels of b (for `buffers.empty_group`)."""
+    return [(((M + TILE_ROWS - 1) // TILE_ROWS, GEMM_TN_DEPTH, TILE_ROWS), dtype),
+            ((panels, GEMM_TN_DEPTH, TILE_COLS), dtype)]
 
 
 @jit
