@@ -36,18 +36,29 @@ PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLA
 def _array(x, layout, ndim, nonempty):
     """x as a C-contiguous float32 or float64 array of ndim axes (layout names them), none of
     them empty where nonempty."""
-    dtype = np.asarray(x).dtype
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"x must be float32 or float64, got {dtype}; convert it with x.astype(np.float32)")
-    x = np.ascontiguousarray(x, dtype=dtype)
+    if not _ready(x, x.dtype if type(x) is np.ndarray else None):
+        dtype = np.asarray(x).dtype
+        if dtype not in _FLOATS:
+            raise ValueError(f"x must be float32 or float64, got {dtype}; convert it with x.astype(np.float32)")
+        x = np.ascontiguousarray(x, dtype=dtype)
     if x.ndim != ndim or (nonempty and 0 in x.shape):
         raise ValueError(f"x must be {layout}, got shape {x.shape}")
     return x
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _ready(a, dtype):
+    """Whether a is already a C-contiguous ndarray of dtype (a float type): the common case,
+    checked without a NumPy call (each costs microseconds in the cold Python around a kernel)."""
+    return type(a) is np.ndarray and a.dtype == dtype and dtype in _FLOATS and a.flags.c_contiguous
+
+
 def checked(a, dtype, shape, name):
     """a as a C-contiguous array of dtype, which must have shape."""
-    a = np.ascontiguousarray(a, dtype=dtype)
+    if not _ready(a, dtype):
+        a = np.ascontiguousarray(a, dtype=dtype)
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     return a
@@ -82,7 +93,8 @@ def backward_args(dy, cache, **state_grads):
 
 def weights(W, U, b, I, dtype, gates, bias_shape):
     """W (I, gates H), U (H, gates H) and b (bias_shape(H)) checked; returns them and H."""
-    U = np.ascontiguousarray(U, dtype=dtype)
+    if not _ready(U, dtype):
+        U = np.ascontiguousarray(U, dtype=dtype)
     if U.ndim != 2 or U.shape[1] != gates * U.shape[0] or U.shape[0] == 0:
         raise ValueError(f"U must be (H, {gates}H) with H >= 1, got shape {U.shape}")
     H = U.shape[0]
@@ -101,13 +113,19 @@ def sequence_args(x, W, U, b, lengths, gates, bias_shape):
 def lengths_of(lengths, T, B):
     """The lengths (B,) as int64 (all T when None), checked."""
     if lengths is None:
-        return np.full(B, T, np.int64)
+        return _full_lengths(T, B)
     lengths = np.asarray(lengths)
     if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
         raise ValueError(f"lengths must be {B} integers (one per sequence), got {lengths!r}")
     if np.any(lengths < 0) or np.any(lengths > T):
         raise ValueError(f"lengths must lie in [0, {T}] (the number of time steps), got {lengths.tolist()}")
     return lengths.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=256)
+def _full_lengths(T, B):
+    """lengths (B,) all T: one array per T and B, shared by the calls (never written)."""
+    return np.full(B, T, np.int64)
 
 
 # --- the split among threads ----------------------------------------------------------------------
@@ -251,33 +269,38 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     dU (H, G) and db (bias_shape, summed over the threads)."""
     x, W, U = cache["x"], cache["W"], cache["U"]
     T, B, I = x.shape
-    specs, jobs, ut_shape = _backward_layout(T, B, I, *U.shape, x.dtype, bias_shape, threads.get_num_threads())
-    dx, dW, dU, db, sync, *scratch = buffers.empty_group(*specs)   # one block: dx, dW or dU keeps it
-    db.fill(0)                                                      # (db: one row per thread, no two add to one)
-    sync.fill(0)
-    sync[BPTT_AT::SYNC_STRIDE] = T
+    specs, jobs, sync_start, ut_shape = _backward_layout(T, B, I, *U.shape, x.dtype, bias_shape,
+                                                         threads.get_num_threads())
+    dx, dW, dU, db, dbs, sync, *scratch = buffers.empty_group(*specs)   # one block: dx, dW, dU or db keeps it
+    dbs.fill(0)                                                     # (one row per thread: no two add to one)
+    sync[:] = sync_start
     UTp = cache.get("UTp")                                          # packed by the forward, if its layout fits
     if UTp is None or UTp.shape != ut_shape:
         UTp = packed(U, B // batch_parts(B, *U.shape, x.dtype), True)
     threads.blas_single()
-    threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, db[q], *scratch[2 * q:2 * q + 2], sync, *job)
+    threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, dbs[q], *scratch[2 * q:2 * q + 2], sync, *job)
                                 for q, job in enumerate(jobs)], sync)
-    return dx, dW, dU, db.sum(axis=0).astype(x.dtype)
+    np.add.reduce(dbs, axis=0, dtype=np.float64, out=db)
+    return dx, dW, dU, db
 
 
 @functools.lru_cache(maxsize=256)
 def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
     """What `backward_on_threads` does for these shapes on n_threads, worked out once (as
-    `_forward_layout`): the (shape, dtype) of dx, dW, dU, db, sync and each thread's gemm_tn
-    scratch, each thread's (q, r0, r1, c0, c1, block), and the shape of U^T packed (or None)."""
+    `_forward_layout`): the (shape, dtype) of dx, dW, dU, db, the threads' db (float64), sync
+    and each thread's gemm_tn scratch, each thread's (q, r0, r1, c0, c1, block), what sync
+    starts as, and the shape of U^T packed (or None)."""
     parts = batch_parts(B, H, G, dtype)
     batch_runs, columns, blocks = backward_plan(T, B, I, H, G, parts, dtype)
-    specs = [((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), ((len(batch_runs), *bias_shape), np.float64),
-             ((len(batch_runs) * SYNC_STRIDE,), np.int64)]
+    sync = barrier_array(len(batch_runs))
+    sync[BPTT_AT::SYNC_STRIDE] = T                    # (no BPTT step done yet)
+    specs = [((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), (bias_shape, dtype),
+             ((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype)]
     for (c0, c1), block in zip(columns, blocks):
         specs += weight_grad_scratch(I, H, (0, G) if block else (c0, c1), dtype)
-    jobs = tuple((q, r0, r1, c0, c1, block) for q, ((r0, r1), (c0, c1), block) in enumerate(zip(batch_runs, columns, blocks)))
-    return tuple(specs), jobs, packed_shape((H, G), dtype, B // parts, True)
+    jobs = tuple((q, r0, r1, c0, c1, block)
+                 for q, ((r0, r1), (c0, c1), block) in enumerate(zip(batch_runs, columns, blocks)))
+    return tuple(specs), jobs, sync, packed_shape((H, G), dtype, B // parts, True)
 
 
 def backward_plan(T, B, I, H, G, parts, dtype):

@@ -14,6 +14,8 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
     Wp, Up (4H/w, I or H, w)  W and U in column panels of w = 32 or 128 (empty: use BLAS)
     UTp    (H/w, 4H, w)       U^T the same way
 """
+import functools
+
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
@@ -26,15 +28,15 @@ threads.apply_env()
 
 
 @jit(inline=True)
-def _cell(z, scale, shift, cp, cn, th, hn):
-    """One row of one step: z (4H,) the pre-activations -> i, f, (g+1)/2, o in place; cp (H,)
-    C_{t-1} -> cn C_t, th tanh(C_t), hn h_t. Each pass reads and writes few arrays so that it
-    vectorises."""
+def _cell(z, scale, b, cp, cn, th, hn):
+    """One row of one step: z (4H,) the pre-activations without bias, b (4H,) the bias, scale
+    (4H,) from `_gate_scale` -> i, f, (g+1)/2, o in place of z; cp (H,) C_{t-1} -> cn C_t, th
+    tanh(C_t), hn h_t. Each pass reads and writes few arrays so that it vectorises."""
     wide_vectors()
     H = cn.shape[0]
     one, two = z.dtype.type(1.0), z.dtype.type(2.0)
     for j in range(4 * H):
-        z[j] = vsigmoid(scale[j] * z[j] + shift[j])         # i, f, (g+1)/2, o (g = 2 sigmoid(2 z) - 1)
+        z[j] = vsigmoid(scale[j] * (z[j] + b[j]))           # i, f, (g+1)/2, o (g = 2 sigmoid(2 z) - 1)
     i, f, gs, o = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
     for j in range(H):
         cn[j] = f[j] * cp[j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
@@ -45,13 +47,13 @@ def _cell(z, scale, shift, cp, cn, th, hn):
 
 
 @jit
-def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, shift, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, block,
+def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, block,
                   r0, r1):
     """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
     and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
     x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed (4H/w, I or H, w) or empty to use BLAS,
-    packed first (and UTp after the projection) where fill says so (`common.project`); scale,
-    shift (4H,) from `_gate_affine`; lengths (B,) int64; sync from `common.projection_sync`.
+    packed first (and UTp after the projection) where fill says so (`common.project`); scale
+    (4H,) from `_gate_scale`, b (4H,) the bias; lengths (B,) int64; sync from `common.projection_sync`.
     Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and gates (T, B, 4H) with i, f, (g+1)/2, o
     (g = tanh kept as the sigmoid it is computed from). The arrays stay whole so that every row
     is a contiguous vector (sliced batches do not vectorise)."""
@@ -69,7 +71,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, shift, gates, hs, cs, tanh_
                     cn[j] = cp[j]
                     yr[j] = 0.0
                 continue
-            _cell(gates[t, r], scale, shift, cp, cn, tanh_c[t, r], hn)
+            _cell(gates[t, r], scale, b, cp, cn, tanh_c[t, r], hn)
             for j in range(H):
                 yr[j] = hn[j]
     finished(sync, q)
@@ -124,17 +126,18 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
     finish_backward(x, hs, dz, dz, W, dx, dW, dU, ap, bp, sync, q, c0, c1, block)   # dx = dz W^T, dW, dU
 
 
-def _gate_affine(b):
-    """scale, shift (4H,) so that sigmoid(scale * z + shift) gives i, f, (tanh+1)/2, o from the
-    pre-activation z without bias: scale 2 and shift 2b on the g block, 1 and b elsewhere."""
-    H = b.shape[0] // 4
-    scale = np.ones_like(b)
+@functools.lru_cache(maxsize=64)
+def _gate_scale(H, dtype):
+    """scale (4H,) so that sigmoid(scale * (z + b)) gives i, f, (tanh+1)/2, o from the
+    pre-activation z without bias: 2 on the g block (tanh(x) = 2 sigmoid(2x) - 1), 1 elsewhere.
+    (One array per H and dtype, never written.)"""
+    scale = np.ones(4 * H, dtype)
     scale[2 * H:3 * H] = 2
-    return scale, scale * b
+    return scale
 
 
 @jit
-def _step(x, h, c, W, U, scale, shift):
+def _step(x, h, c, W, U, scale, b):
     """One step: x (B, I), h, c (B, H) -> new h, c (B, H)."""
     B, H = h.shape
     z, h_out, c_out = np.empty((B, 4 * H), x.dtype), np.empty((B, H), x.dtype), np.empty((B, H), x.dtype)
@@ -142,7 +145,7 @@ def _step(x, h, c, W, U, scale, shift):
     gemm(x, W, z, 0.0, False, False)
     gemm(h, U, z, 1.0, False, False)
     for r in range(B):
-        _cell(z[r], scale, shift, c[r], c_out[r], th, h_out[r])
+        _cell(z[r], scale, b, c[r], c_out[r], th, h_out[r])
     return h_out, c_out
 
 
@@ -165,7 +168,7 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
     hs[0] = 0 if h0 is None else checked(h0, dtype, (B, H), "h0")
     cs[0] = 0 if c0 is None else checked(c0, dtype, (B, H), "c0")
     y = buffers.empty((T, B, H), dtype)
-    UTp = forward_on_threads(_forward_part, x, W, U, (*_gate_affine(b), gates, hs, cs, tanh_c, y), lens)
+    UTp = forward_on_threads(_forward_part, x, W, U, (_gate_scale(H, dtype), b, gates, hs, cs, tanh_c, y), lens)
     cache = dict(x=x, W=W, U=U, UTp=UTp, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
     return y, (hs[T].copy(), cs[T].copy()), cache
 
@@ -186,4 +189,4 @@ def lstm_backward(dy, dh_T, dc_T, cache):
 def lstm_step(x, h, c, W, U, b):
     """One step for streaming inference: x (B, I), h and c (B, H) -> new (h, c)."""
     x, W, U, b, (h, c) = step_args(x, W, U, b, 4, _bias_shape, h=h, c=c)
-    return _step(x, h, c, W, U, *_gate_affine(b))
+    return _step(x, h, c, W, U, _gate_scale(U.shape[0], x.dtype), b)
