@@ -4,11 +4,11 @@ the threads, weights packed for the register tile, and the products.
 Each call starts one compiled function per thread, once (`forward_on_threads`,
 `backward_on_threads`): no Python, no allocation and no thread start per step.
 
-forward   x_t W for all steps, each thread a block of the T B rows (`project`: `core.packed_gemm`
-          on W packed into column panels up to I = 512, BLAS beyond), published as it goes; then
-          the recurrence of the thread's own batch rows (`runs`), each step once its rows of x W
-          are there (`step_product`): rows never meet inside a layer, so no thread waits for
-          another inside the time loop. The per-step product (`recurrent_product`) uses an 8 x 32
+forward   x_t W for all steps (`project`: `core.packed_gemm` on W packed into column panels up
+          to I = 512, each thread its own batch rows; BLAS beyond, each thread a block of the T B
+          rows, published as it goes); then the recurrence of the thread's own batch rows
+          (`runs`), each step once its rows of x W are there (`step_product`): rows never meet
+          inside a layer, so no thread waits for another inside the time loop. The per-step product (`recurrent_product`) uses an 8 x 32
           register tile on U packed once per call for float32 runs of 8 rows or more, a 1 x 128
           one for smaller batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
 backward  BPTT of the thread's batch rows, then, after one barrier (they read every row), the
@@ -208,18 +208,19 @@ def weight_grad_columns(G, H, parts, dtype):
 
 def forward_on_threads(part, x, W, U, cell_args, lengths):
     """Run part(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
-    on the threads as `forward_plan` splits the work: thread q projects rows k0:k1 of the T B
-    rows of x W, `block` rows at a time, and runs the recurrence of batch rows r0:r1, each step
-    once its rows are projected (`project`, `step_product`). x (T, B, I), W (I, G), U (H, G).
+    on the threads as `forward_plan` splits the work: thread q projects x W for its batch rows
+    r0:r1 of every step (fill PROJECT_OWN) or rows k0:k1 of the T B rows, `block` rows at a time,
+    and runs the recurrence of batch rows r0:r1, each step once its rows are projected
+    (`project`, `step_product`). x (T, B, I), W (I, G), U (H, G).
 
     Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
     the projecting thread also packs U^T for the backward, returned (else None). Otherwise W and
     U are packed here, once for all threads."""
     T, B, I = x.shape
-    specs, jobs, sync_start, keep_ut = _forward_layout(T, B, I, *U.shape, x.dtype, threads.get_num_threads())
+    specs, jobs, sync_start, pipelined = _forward_layout(T, B, I, *U.shape, x.dtype, threads.get_num_threads())
     Wp, Up, UTp, sync = buffers.empty_group(*specs)    # (U^T kept for the backward keeps them all)
     sync[:] = sync_start
-    if not jobs[0][1]:                              # (no thread packs: pack here, once for all)
+    if not pipelined:                               # (the threads pack what they use beside a small batch)
         if Wp.size:
             pack(W, Wp, False)
         if Up.size:
@@ -227,7 +228,7 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
     threads.blas_single()
     threads.run_parallel(part, [(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, *job)
                                 for job, fill in jobs], sync)
-    return UTp if keep_ut else None
+    return UTp if UTp.size else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -235,30 +236,37 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads):
     """What `forward_on_threads` does for these shapes on n_threads, worked out once (the Python
     around a call runs with cold caches, microseconds per operation): the (shape, dtype) of W, U
     and U^T packed (empty: BLAS or not packed) and of sync, each thread's (q, k0, k1, block, r0,
-    r1) and fill, what sync starts as, and whether U^T is packed for the backward."""
+    r1) and fill, what sync starts as, and whether the small-batch pipeline runs."""
     parts = batch_parts(B, H, G, dtype)
     w_shape, u_shape = projection_shape((I, G), dtype, T * B), packed_shape((H, G), dtype, B // parts, False)
-    projections, batch_runs, block = forward_plan(T, B, I, G, parts, w_shape is not None)
+    projections, batch_runs, block, own = forward_plan(T, B, I, G, parts, w_shape is not None)
     pipelined = len(batch_runs) > parts
     ut_shape = packed_shape((H, G), dtype, B, True) if pipelined else None
     sync = projection_sync(projections)
     specs = tuple((shape or (0, 0, TILE_COLS), dtype) for shape in (w_shape, u_shape, ut_shape)) + ((sync.shape, sync.dtype),)
-    fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)] if pipelined else [0] * parts
+    fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)] if pipelined else \
+        [PROJECT_OWN if own else 0] * parts
     jobs = tuple(((q, k0, k1, block, r0, r1), fill)
                  for q, ((k0, k1), (r0, r1), fill) in enumerate(zip(projections, batch_runs, fills)))
-    return specs, jobs, sync, ut_shape is not None
+    return specs, jobs, sync, pipelined
 
 
 def forward_plan(T, B, I, G, parts, packed_w):
-    """The row runs of x W and the batch runs of the recurrence of each thread, and the rows
-    projected at a time. With parts threads on the batch, each projects a run of rows, all at
-    once. A batch too small to split (parts 1) runs the recurrence on one thread while a second
-    projects the steps ahead of it, B rows rounded up to whole 8-row tiles at a time, given W
-    packed and at least PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward takes 0.27 ms
-    against 0.38 on one thread)."""
+    """The row runs of x W each thread projects, published as it goes, the batch runs of the
+    recurrence of each thread, the rows projected at a time, and whether each thread projects
+    its own batch rows instead. With parts threads on the batch and W packed, each projects x_t W
+    for its own batch rows of every step (PROJECT_OWN: rows another core projected reach it one
+    cache miss at a time; at 32, 100, 256, 256 inference 0.93-0.94 -> 0.97-0.99 of PyTorch's
+    speed); by BLAS (W not packed), each projects a run of T B rows at once (BLAS would repack W
+    for every step). A batch too small to split (parts 1) runs the recurrence on one thread while
+    a second projects the steps ahead of it, B rows rounded up to whole 8-row tiles at a time,
+    given W packed and at least PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward
+    takes 0.27 ms against 0.38 on one thread)."""
     if parts == 1 and threads.get_num_threads() > 1 and packed_w and 2 * T * B * I * G >= PIPELINE_MIN_FLOPS:
-        return [(0, 0), (0, T * B)], [(0, B), (B, B)], -(-B // TILE_ROWS) * TILE_ROWS
-    return runs(T * B, parts, TILE_ROWS), runs(B, parts), T * B
+        return [(0, 0), (0, T * B)], [(0, B), (B, B)], -(-B // TILE_ROWS) * TILE_ROWS, False
+    if packed_w:
+        return [(0, 0)] * parts, runs(B, parts), T * B, True
+    return runs(T * B, parts, TILE_ROWS), runs(B, parts), T * B, False
 
 
 def backward_on_threads(part, cache, cell_args, bias_shape):
@@ -335,30 +343,43 @@ def projection_sync(projections):
 
 
 PACK_W, PACK_U, PACK_UT = 1, 2, 4   # what a thread packs in `project` beside a small batch
+PROJECT_OWN = 8                     # ... or: it projects its own batch rows, for its own recurrence
 
 
 @jit
-def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, sync, q):
+def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, r0, r1, sync, q):
     """The start of thread q's forward part: says it has started (`core.started`), packs U into Up
-    and W into Wp where fill says so (for its own use), then projects its rows k0:k1 of the T B
-    rows of out = x W, `block` rows at a time, each published in sync when done (for
-    `step_product`), then packs U^T into UTp where fill says so (for the backward). x (T, B, I),
-    out (T, B, G); W packed as Wp or, Wp empty, by BLAS."""
+    and W into Wp where fill says so (for its own use), then projects out = x W: its batch rows
+    r0:r1 of every step where fill says PROJECT_OWN, and its rows k0:k1 of the T B rows, `block`
+    rows at a time, each block published in sync when done (for `step_product`), then packs U^T
+    into UTp where fill says so (for the backward). x (T, B, I), out (T, B, G); W packed as Wp
+    or, Wp empty, by BLAS."""
     started(sync, q)
     if fill & PACK_U:
         pack(U, Up, False)
     if fill & PACK_W:
         pack(W, Wp, False)
     x2, out2 = x.reshape(-1, x.shape[2]), out.reshape(-1, out.shape[2])
+    if fill & PROJECT_OWN and r1 - r0 == x.shape[1]:
+        _projection(x2, W, Wp, out2)                      # (the whole batch: one product)
+    elif fill & PROJECT_OWN:
+        for t in range(x.shape[0]):
+            _projection(x[t][r0:r1], W, Wp, out[t][r0:r1])
     for a in range(k0, k1, block):
         b = min(k1, a + block)
-        if Wp.shape[0]:
-            packed_gemm(x2[a:b], Wp, out2[a:b], False)
-        else:
-            gemm(x2[a:b], W, out2[a:b], 0.0, False, False)
+        _projection(x2[a:b], W, Wp, out2[a:b])
         store_release(sync, q * SYNC_STRIDE + PROJECTED, b)
     if fill & PACK_UT:
         pack(U, UTp, True)
+
+
+@jit
+def _projection(x, W, Wp, out):
+    """out = x W for rows x (M, I) on W packed as Wp or, Wp empty, by BLAS."""
+    if Wp.shape[0]:
+        packed_gemm(x, Wp, out, False)
+    else:
+        gemm(x, W, out, 0.0, False, False)
 
 
 @jit

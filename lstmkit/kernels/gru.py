@@ -46,7 +46,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, len
     after the projection) where fill says so (`common.project`); b (2, 3H), rz_shift (2H,) from
     `_rz_shift`; lengths (B,) int64. Fills gates with r, z, n, hu, hs, y."""
     T, B, G = gates.shape
-    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, sync, q)   # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
         step_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, sync, (t + 1) * B)   # h_{t-1} U
         for r in range(r0, r1):

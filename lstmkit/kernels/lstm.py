@@ -60,7 +60,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
-    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, sync, q)   # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
         step_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, sync, (t + 1) * B)   # z_t = x_t W + h_{t-1} U
         for r in range(r0, r1):

@@ -37,7 +37,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0,
     after the projection) where fill says so (`common.project`); b (H,); lengths (B,) int64.
     Fills a with tanh(a_t + b), hs and y."""
     T, B, H = a.shape
-    project(x, W, Wp, U, Up, UTp, fill, a, k0, k1, block, sync, q)   # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, a, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
         step_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, sync, (t + 1) * B)   # + h_{t-1} U
         for r in range(r0, r1):
