@@ -363,8 +363,7 @@ def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, r0, r1, sync, q):
     if fill & PROJECT_OWN and r1 - r0 == x.shape[1]:
         _projection(x2, W, Wp, out2)                      # (the whole batch: one product)
     elif fill & PROJECT_OWN:
-        for t in range(x.shape[0]):
-            _projection(x[t][r0:r1], W, Wp, out[t][r0:r1])
+        packed_gemm(x[:, r0:r1], Wp, out[:, r0:r1], False)   # (W is packed: `forward_plan`)
     for a in range(k0, k1, block):
         b = min(k1, a + block)
         _projection(x2[a:b], W, Wp, out2[a:b])

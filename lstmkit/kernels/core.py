@@ -377,29 +377,59 @@ PACKED_DEPTH = 512       # values of k per block in packed_gemm when K is over t
 @jit
 def packed_gemm(a, packed, c, accumulate):
     """c (M, N) (+)= a (M, K) @ U, with U given as packed (N/W, K, W) by `pack`: added to c where
-    accumulate, else c = a @ U. Panels of W = 32 columns run in tiles of 8 rows, panels of
-    W = 128 one row at a time (for M under 8, where an 8-row tile would mostly compute rows it
-    throws away). Loops: blocks of rows of a (PACKED_CHUNK values, kept in L2), then blocks of
-    PACKED_DEPTH values of k when K is long (dz_t U^T at H = 1024 has K = 4096: a whole panel,
-    512 KB, would not stay in L2 while its rows are done), then panels, then rows."""
-    M, K = a.shape
+    accumulate, else c = a @ U. Or, a (S, M, K) and c (S, M, N), the same for each of S steps
+    (strided views, such as a thread's batch rows of every step). Rows have unit stride. Panels
+    of W = 32 columns run in tiles of 8 rows, panels of W = 128 one row at a time (for M under 8,
+    where an 8-row tile would mostly compute rows it throws away). Loops: blocks of rows of a
+    (PACKED_CHUNK values, kept in L2), then blocks of PACKED_DEPTH values of k when K is long
+    (dz_t U^T at H = 1024 has K = 4096: a whole panel, 512 KB, would not stay in L2 while its
+    rows are done), then panels (each kept in L1 or L2 over the block's rows), then rows."""
+    a3, c3 = _as_steps(a), _as_steps(c)
+    S, M, K = a3.shape
     P, _, W = packed.shape
-    lda, ldc = leading_dim(a), leading_dim(c)
+    as0, lda = a3.strides[0] // a3.itemsize, _row_stride(a3)
+    cs0, ldc = c3.strides[0] // c3.itemsize, _row_stride(c3)
     depth = K if K <= 2 * PACKED_DEPTH else PACKED_DEPTH
-    chunk = max(TILE_ROWS, PACKED_CHUNK // max(depth, 1) // TILE_ROWS * TILE_ROWS)
-    for m0 in range(0, M, chunk):
-        m1 = min(M, m0 + chunk)
-        for k0 in range(0, max(K, 1), max(depth, 1)):
-            k1 = min(K, k0 + depth)
-            acc = accumulate or k0 > 0
-            for p in range(P):
-                if W == TILE_COLS:
-                    for r0 in range(m0, m1, TILE_ROWS):
-                        _tile(a, r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
-                              c, r0 * ldc + p * W, ldc, k0, k1, acc)
-                else:
-                    for r in range(m0, m1):
-                        _row(a, r * lda, lda, 1, 1, packed, p * K * W, W, c, r * ldc + p * W, ldc, k0, k1, acc)
+    rows = max(TILE_ROWS, PACKED_CHUNK // max(depth, 1) // TILE_ROWS * TILE_ROWS)   # per block
+    m_block = max(TILE_ROWS, min(rows, -(-M // TILE_ROWS) * TILE_ROWS))
+    s_block = max(1, rows // max(M, 1))
+    for s0 in range(0, S, s_block):
+        s1 = min(S, s0 + s_block)
+        for m0 in range(0, M, m_block):
+            m1 = min(M, m0 + m_block)
+            for k0 in range(0, max(K, 1), max(depth, 1)):
+                k1 = min(K, k0 + depth)
+                acc = accumulate or k0 > 0
+                for p in range(P):
+                    for s in range(s0, s1):
+                        if W == TILE_COLS:
+                            for r0 in range(m0, m1, TILE_ROWS):
+                                _tile(a3, s * as0 + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
+                                      c3, s * cs0 + r0 * ldc + p * W, ldc, k0, k1, acc)
+                        else:
+                            for r in range(m0, m1):
+                                _row(a3, s * as0 + r * lda, lda, 1, 1, packed, p * K * W, W,
+                                     c3, s * cs0 + r * ldc + p * W, ldc, k0, k1, acc)
+
+
+def _as_steps(a):
+    """a (M, K) as (1, M, K); a (S, M, K) as it is."""
+    return a
+
+
+@overload(_as_steps, inline="always")
+def _as_steps_overload(a):
+    if isinstance(a, types.Array) and a.ndim == 2:
+        return lambda a: a[None, :, :]
+    if isinstance(a, types.Array) and a.ndim == 3:
+        return lambda a: a
+    return None
+
+
+@jit
+def _row_stride(a):
+    """The row stride of a (S, M, K) in elements, at least 1 (any stride may come with M = 1)."""
+    return max(a.strides[1] // a.itemsize if a.shape[1] > 1 else a.shape[2], 1)
 
 
 GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1
