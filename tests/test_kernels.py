@@ -345,6 +345,24 @@ def test_packed_product(M, K, N, width, accumulate):
     assert np.array_equal(packed_t, packed)
 
 
+@pytest.mark.parametrize("S,B,r0,r1,width", [(5, 20, 3, 17, 32), (4, 6, 2, 5, 128), (1, 9, 0, 9, 32)])
+def test_packed_product_over_steps(S, B, r0, r1, width):
+    # packed_gemm on a (S, rows, K) strided view (a thread's batch rows of every step) writes the
+    # same as one product per step, and nothing outside those rows.
+    from lstmkit.kernels.core import pack, packed_gemm
+    rng = np.random.default_rng(S + B)
+    K, N = 24, 2 * width
+    x = rng.standard_normal((S, B, K)).astype(np.float32)
+    U = rng.standard_normal((K, N)).astype(np.float32)
+    packed = np.empty((N // width, K, width), np.float32)
+    pack(U, packed, False)
+    out = np.full((S, B, N), 7.0, np.float32)
+    packed_gemm(x[:, r0:r1], packed, out[:, r0:r1], False)
+    want = np.full((S, B, N), 7.0)
+    want[:, r0:r1] = x[:, r0:r1].astype(np.float64) @ U
+    assert rel_error(out, want) < 1e-5 and np.all(out[:, :r0] == 7.0) and np.all(out[:, r1:] == 7.0)
+
+
 def test_fast_reciprocal_is_within_one_ulp():
     from numba import njit
     from lstmkit.kernels.core import FASTMATH, vrecip, wide_vectors
