@@ -345,13 +345,16 @@ def test_packed_product(M, K, N, width, accumulate):
     assert np.array_equal(packed_t, packed)
 
 
-@pytest.mark.parametrize("S,B,r0,r1,width", [(5, 20, 3, 17, 32), (4, 6, 2, 5, 128), (1, 9, 0, 9, 32)])
-def test_packed_product_over_steps(S, B, r0, r1, width):
+@pytest.mark.parametrize("S,B,r0,r1,K,width", [(5, 20, 3, 17, 24, 32), (4, 6, 2, 5, 24, 128), (1, 9, 0, 9, 24, 32),
+                                                (7, 40, 3, 37, 1100, 32),    # 3 blocks of steps x 3 of k
+                                                (2, 300, 0, 300, 512, 32),   # 3 blocks of rows in each step
+                                                (3, 6, 1, 4, 1100, 128)])    # one-row tiles, 3 blocks of k
+def test_packed_product_over_steps(S, B, r0, r1, K, width):
     # packed_gemm on a (S, rows, K) strided view (a thread's batch rows of every step) writes the
     # same as one product per step, and nothing outside those rows.
     from lstmkit.kernels.core import pack, packed_gemm
     rng = np.random.default_rng(S + B)
-    K, N = 24, 2 * width
+    N = 2 * width
     x = rng.standard_normal((S, B, K)).astype(np.float32)
     U = rng.standard_normal((K, N)).astype(np.float32)
     packed = np.empty((N // width, K, width), np.float32)

@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 ALIGN = 128                     # bytes
-POOL_MIN_BYTES = 1 << 12         # smaller arrays come from malloc (see above)
+POOL_MIN_BYTES = 1 << 17        # smaller arrays come from malloc, which reuses them without faults
 POOL_MAX_FREE_BYTES = 1 << 29   # free blocks beyond this go back to the system at the next allocation
 LAYOUTS_KEPT = 256              # group layouts remembered (`_layout`)
 

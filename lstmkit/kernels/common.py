@@ -8,9 +8,10 @@ forward   x_t W for all steps (`project`: `core.packed_gemm` on W packed into co
           to I = 512, each thread its own batch rows; BLAS beyond, each thread a block of the T B
           rows, published as it goes); then the recurrence of the thread's own batch rows
           (`runs`), each step once its rows of x W are there (`step_product`): rows never meet
-          inside a layer, so no thread waits for another inside the time loop. The per-step product (`recurrent_product`) uses an 8 x 32
-          register tile on U packed once per call for float32 runs of 8 rows or more, a 1 x 128
-          one for smaller batches (when the columns fill the panels), else BLAS; float64 uses BLAS.
+          inside a layer, so no thread waits for another inside the time loop. The per-step
+          product (`recurrent_product`) uses an 8 x 32 register tile on U packed once per call
+          for float32 runs of 8 rows or more, a 1 x 128 one for smaller batches (when the columns
+          fill the panels), else BLAS; float64 uses BLAS.
 backward  BPTT of the thread's batch rows, then, after one barrier (they read every row), the
           thread's share of the products over all steps (`finish_backward`): rows of dx = dxw W^T
           (BLAS) and column panels of dW = x^T dxw and dU = h_{t-1}^T dhu (`core.gemm_tn` for
@@ -217,8 +218,10 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
     the projecting thread also packs U^T for the backward, returned (else None). Otherwise W and
     U are packed here, once for all threads."""
     T, B, I = x.shape
-    specs, jobs, sync_start, pipelined = _forward_layout(T, B, I, *U.shape, x.dtype, threads.get_num_threads())
-    Wp, Up, UTp, sync = buffers.empty_group(*specs)    # (U^T kept for the backward keeps them all)
+    specs, ut_shape, jobs, sync_start, pipelined = _forward_layout(T, B, I, *U.shape, x.dtype,
+                                                                   threads.get_num_threads())
+    Wp, Up, sync = buffers.empty_group(*specs)
+    UTp = buffers.empty(ut_shape, x.dtype) if ut_shape else use_blas(x.dtype)   # (kept by the cache)
     sync[:] = sync_start
     if not pipelined:                               # (the threads pack what they use beside a small batch)
         if Wp.size:
@@ -228,27 +231,28 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
     threads.blas_single()
     threads.run_parallel(part, [(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, *job)
                                 for job, fill in jobs], sync)
-    return UTp if UTp.size else None
+    return UTp if ut_shape else None
 
 
 @functools.lru_cache(maxsize=256)
 def _forward_layout(T, B, I, H, G, dtype, n_threads):
     """What `forward_on_threads` does for these shapes on n_threads, worked out once (the Python
-    around a call runs with cold caches, microseconds per operation): the (shape, dtype) of W, U
-    and U^T packed (empty: BLAS or not packed) and of sync, each thread's (q, k0, k1, block, r0,
-    r1) and fill, what sync starts as, and whether the small-batch pipeline runs."""
+    around a call runs with cold caches, microseconds per operation): the (shape, dtype) of W and
+    U packed (empty: BLAS or not packed) and of sync, the shape of U^T packed for the backward
+    (or None), each thread's (q, k0, k1, block, r0, r1) and fill, what sync starts as, and
+    whether the small-batch pipeline runs."""
     parts = batch_parts(B, H, G, dtype)
     w_shape, u_shape = projection_shape((I, G), dtype, T * B), packed_shape((H, G), dtype, B // parts, False)
     projections, batch_runs, block, own = forward_plan(T, B, I, G, parts, w_shape is not None)
     pipelined = len(batch_runs) > parts
     ut_shape = packed_shape((H, G), dtype, B, True) if pipelined else None
     sync = projection_sync(projections)
-    specs = tuple((shape or (0, 0, TILE_COLS), dtype) for shape in (w_shape, u_shape, ut_shape)) + ((sync.shape, sync.dtype),)
+    packs = tuple((shape or (0, 0, TILE_COLS), dtype) for shape in (w_shape, u_shape))
     fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)] if pipelined else \
         [PROJECT_OWN if own else 0] * parts
     jobs = tuple(((q, k0, k1, block, r0, r1), fill)
                  for q, ((k0, k1), (r0, r1), fill) in enumerate(zip(projections, batch_runs, fills)))
-    return specs, jobs, sync, pipelined
+    return packs + ((sync.shape, sync.dtype),), ut_shape, jobs, sync, pipelined
 
 
 def forward_plan(T, B, I, G, parts, packed_w):
@@ -277,9 +281,10 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     dU (H, G) and db (bias_shape, summed over the threads)."""
     x, W, U = cache["x"], cache["W"], cache["U"]
     T, B, I = x.shape
-    specs, jobs, sync_start, ut_shape = _backward_layout(T, B, I, *U.shape, x.dtype, bias_shape,
-                                                         threads.get_num_threads())
-    dx, dW, dU, db, dbs, sync, *scratch = buffers.empty_group(*specs)   # one block: dx, dW, dU or db keeps it
+    grad_specs, call_specs, jobs, sync_start, ut_shape = _backward_layout(
+        T, B, I, *U.shape, x.dtype, bias_shape, threads.get_num_threads())
+    dx, dW, dU, db = buffers.empty_group(*grad_specs)               # one block: any of them keeps it
+    dbs, sync, *scratch = buffers.empty_group(*call_specs)         # this call's
     dbs.fill(0)                                                     # (one row per thread: no two add to one)
     sync[:] = sync_start
     UTp = cache.get("UTp")                                          # packed by the forward, if its layout fits
@@ -295,20 +300,20 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
 @functools.lru_cache(maxsize=256)
 def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
     """What `backward_on_threads` does for these shapes on n_threads, worked out once (as
-    `_forward_layout`): the (shape, dtype) of dx, dW, dU, db, the threads' db (float64), sync
-    and each thread's gemm_tn scratch, each thread's (q, r0, r1, c0, c1, block), what sync
+    `_forward_layout`): the (shape, dtype) of dx, dW, dU and db, and of the threads' db (float64),
+    sync and each thread's gemm_tn scratch, each thread's (q, r0, r1, c0, c1, block), what sync
     starts as, and the shape of U^T packed (or None)."""
     parts = batch_parts(B, H, G, dtype)
     batch_runs, columns, blocks = backward_plan(T, B, I, H, G, parts, dtype)
     sync = barrier_array(len(batch_runs))
     sync[BPTT_AT::SYNC_STRIDE] = T                    # (no BPTT step done yet)
-    specs = [((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), (bias_shape, dtype),
-             ((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype)]
+    grad_specs = (((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), (bias_shape, dtype))
+    call_specs = [((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype)]
     for (c0, c1), block in zip(columns, blocks):
-        specs += weight_grad_scratch(I, H, (0, G) if block else (c0, c1), dtype)
+        call_specs += weight_grad_scratch(I, H, (0, G) if block else (c0, c1), dtype)
     jobs = tuple((q, r0, r1, c0, c1, block)
                  for q, ((r0, r1), (c0, c1), block) in enumerate(zip(batch_runs, columns, blocks)))
-    return tuple(specs), jobs, sync, packed_shape((H, G), dtype, B // parts, True)
+    return grad_specs, tuple(call_specs), jobs, sync, packed_shape((H, G), dtype, B // parts, True)
 
 
 def backward_plan(T, B, I, H, G, parts, dtype):

@@ -494,30 +494,6 @@ load_acquire = _make_load("acquire")      # sees every write another thread rele
 _load_seq_cst = _make_load("seq_cst")     # ... and is ordered with every seq_cst store
 
 
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Start fetching the cache line of arr[idx] (a 1-D array) into L1, for a read."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ptr = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-    return types.void(arr, idx), codegen
-
-
-@jit
-def prefetch(row):
-    """Start fetching every cache line of row (1-D, contiguous) into L1: for data another core
-    wrote, whose lines would otherwise arrive one latency (~0.1 µs) at a time when first read."""
-    for j in range(0, row.shape[0], 64 // row.itemsize):
-        _prefetch(row, j)
-
-
 def _make_store(ordering):
     """An intrinsic arr[idx] = value for an int64 array, atomic with LLVM's ordering."""
     def store(typingctx, arr, idx, value):

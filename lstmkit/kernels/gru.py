@@ -40,8 +40,9 @@ def _gates(a, u, hp, b, rz_shift, hn):
 
 @jit
 def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
-    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
-    and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
+    """Thread q's share of the forward: its rows of x W (`common.project`: its own batch rows, or
+    rows k0:k1 of the T B rows, `block` at a time) and the recurrence of batch rows r0:r1, each
+    step once its rows of x W are projected.
     x (T, B, I), W (I, 3H), U (H, 3H); Wp, Up packed or empty to use BLAS, packed first (and UTp
     after the projection) where fill says so (`common.project`); b (2, 3H), rz_shift (2H,) from
     `_rz_shift`; lengths (B,) int64. Fills gates with r, z, n, hu, hs, y."""

@@ -49,11 +49,13 @@ def _cell(z, scale, b, cp, cn, th, hn):
 @jit
 def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1, block,
                   r0, r1):
-    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
-    and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
+    """Thread q's share of the forward: its rows of x W (`common.project`: its own batch rows, or
+    rows k0:k1 of the T B rows, `block` at a time) and the recurrence of batch rows r0:r1, each
+    step once its rows of x W are projected.
     x (T, B, I), W (I, 4H), U (H, 4H); Wp, Up packed (4H/w, I or H, w) or empty to use BLAS,
     packed first (and UTp after the projection) where fill says so (`common.project`); scale
-    (4H,) from `_gate_scale`, b (4H,) the bias; lengths (B,) int64; sync from `common.projection_sync`.
+    (4H,) from `_gate_scale`, b (4H,) the bias; lengths (B,) int64; sync from
+    `common.projection_sync`.
     Fills hs, cs (T+1, B, H), tanh_c, y (T, B, H) and gates (T, B, 4H) with i, f, (g+1)/2, o
     (g = tanh kept as the sigmoid it is computed from). The arrays stay whole so that every row
     is a contiguous vector (sliced batches do not vectorise)."""

@@ -31,8 +31,9 @@ def _tanh_row(a, b, hn):
 
 @jit
 def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0, k1, block, r0, r1):
-    """Thread q's share of the forward: rows k0:k1 of x W over all T B rows, `block` at a time,
-    and the recurrence of batch rows r0:r1, each step once its rows of x W are projected.
+    """Thread q's share of the forward: its rows of x W (`common.project`: its own batch rows, or
+    rows k0:k1 of the T B rows, `block` at a time) and the recurrence of batch rows r0:r1, each
+    step once its rows of x W are projected.
     x (T, B, I), W (I, H), U (H, H); Wp, Up packed or empty to use BLAS, packed first (and UTp
     after the projection) where fill says so (`common.project`); b (H,); lengths (B,) int64.
     Fills a with tanh(a_t + b), hs and y."""
