@@ -156,21 +156,11 @@ def run_of(n, parts, q, multiple):
 
 # --- packed weights -------------------------------------------------------------------------------
 
-def packed(U, rows, transpose):
-    """U (K, N) (or U^T for U (N, K)) packed for `packed_gemm` when that beats BLAS for a product
-    with `rows` rows: see `packed_shape`; else an empty array: use BLAS."""
-    shape = packed_shape(U.shape, U.dtype, rows, transpose)
-    if shape is None:
-        return use_blas(U.dtype)
-    out = buffers.empty(shape, U.dtype)
-    pack(U, out, transpose)
-    return out
-
-
 def packed_shape(shape, dtype, rows, transpose):
-    """The shape of `packed`(U, rows, transpose) for U of shape and dtype: for float32, 32-column
-    panels for 8 rows or more, 128-column panels for fewer; None where BLAS does the product
-    (float64, or columns that do not fill the panels)."""
+    """The shape of U (K, N) of shape and dtype (or U^T for U (N, K) when transpose) packed by
+    `core.pack` for products with `rows` rows: for float32, 32-column panels for 8 rows or more,
+    128-column panels for fewer; None where BLAS does the product (float64, or columns that do
+    not fill the panels)."""
     K, N = shape[::-1] if transpose else shape
     width = TILE_COLS if rows >= TILE_ROWS else ROW_COLS
     return (N // width, K, width) if dtype == np.float32 and N % width == 0 else None
@@ -288,8 +278,11 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     dbs.fill(0)                                                     # (one row per thread: no two add to one)
     sync[:] = sync_start
     UTp = cache.get("UTp")                                          # packed by the forward, if its layout fits
-    if UTp is None or UTp.shape != ut_shape:
-        UTp = packed(U, B // batch_parts(B, *U.shape, x.dtype), True)
+    if ut_shape is None:
+        UTp = use_blas(x.dtype)
+    elif UTp is None or UTp.shape != ut_shape:
+        UTp = buffers.empty(ut_shape, x.dtype)
+        pack(U, UTp, True)
     threads.blas_single()
     threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, dbs[q], *scratch[2 * q:2 * q + 2], sync, *job)
                                 for q, job in enumerate(jobs)], sync)
@@ -365,10 +358,10 @@ def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, r0, r1, sync, q):
     if fill & PACK_W:
         pack(W, Wp, False)
     x2, out2 = x.reshape(-1, x.shape[2]), out.reshape(-1, out.shape[2])
-    if fill & PROJECT_OWN and r1 - r0 == x.shape[1]:
-        _projection(x2, W, Wp, out2)                      # (the whole batch: one product)
+    if fill & PROJECT_OWN and r1 - r0 == x.shape[1]:    # (W is packed: `forward_plan`)
+        packed_gemm(x2, Wp, out2, False)                  # the whole batch: one product of T B rows
     elif fill & PROJECT_OWN:
-        packed_gemm(x[:, r0:r1], Wp, out[:, r0:r1], False)   # (W is packed: `forward_plan`)
+        packed_gemm(x[:, r0:r1], Wp, out[:, r0:r1], False)
     for a in range(k0, k1, block):
         b = min(k1, a + block)
         _projection(x2[a:b], W, Wp, out2[a:b])

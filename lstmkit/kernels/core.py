@@ -387,8 +387,8 @@ def packed_gemm(a, packed, c, accumulate):
     a3, c3 = _as_steps(a), _as_steps(c)
     S, M, K = a3.shape
     P, _, W = packed.shape
-    as0, lda = a3.strides[0] // a3.itemsize, _row_stride(a3)
-    cs0, ldc = c3.strides[0] // c3.itemsize, _row_stride(c3)
+    as0, lda = a3.strides[0] // a3.itemsize, leading_dim(a3[0])
+    cs0, ldc = c3.strides[0] // c3.itemsize, leading_dim(c3[0])
     depth = K if K <= 2 * PACKED_DEPTH else PACKED_DEPTH
     rows = max(TILE_ROWS, PACKED_CHUNK // max(depth, 1) // TILE_ROWS * TILE_ROWS)   # per block
     m_block = max(TILE_ROWS, min(rows, -(-M // TILE_ROWS) * TILE_ROWS))
@@ -424,12 +424,6 @@ def _as_steps_overload(a):
     if isinstance(a, types.Array) and a.ndim == 3:
         return lambda a: a
     return None
-
-
-@jit
-def _row_stride(a):
-    """The row stride of a (S, M, K) in elements, at least 1 (any stride may come with M = 1)."""
-    return max(a.strides[1] // a.itemsize if a.shape[1] > 1 else a.shape[2], 1)
 
 
 GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1
