@@ -167,6 +167,7 @@ def test_fast_cells_at_kernel_shapes(cell, T, B, I, H, lengths, dtype):
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize("T,B,I,H,dtype", [(3, 17, 5, 256, np.float32), (4, 32, 8, 64, np.float32),
                                            (3, 26, 5, 128, np.float32), (2, 16, 3, 256, np.float64),
+                                           (40, 30, 32, 128, np.float32),   # products of each thread's own rows
                                            (120, 3, 40, 128, np.float32),   # products beside the recurrence
                                            (60, 2, 16, 64, np.float64)])    # ... by BLAS
 def test_fast_cells_give_the_same_numbers_on_every_thread_count(cell, n, T, B, I, H, dtype):
@@ -177,6 +178,9 @@ def test_fast_cells_give_the_same_numbers_on_every_thread_count(cell, n, T, B, I
             assert common.backward_plan(T, B, I, H, G, 1, dtype)[2][1] > 0
             packed_w = dtype == np.float32     # x W ahead of the recurrence needs W packed
             assert (len(common.forward_plan(T, B, I, G, 1, packed_w)[1]) == 2) == packed_w   # 2 threads
+        if B == 30 and n > 1:
+            G = H * (3 if cell == "gru_fast" else 1)
+            assert common.batch_parts(B, H, G, dtype) == n and common.backward_plan(T, B, I, H, G, n, dtype)[3]
         check_against_torch(cell, T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 2])
     finally:
         lstmkit.set_num_threads(os.cpu_count() or 1)

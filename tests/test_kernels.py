@@ -307,6 +307,20 @@ def test_weight_gradient_product(K, M, N, p0, p1):
         assert np.all(c[:, outside] == 7.0)
 
 
+def test_weight_gradient_product_over_steps():
+    # gemm_tn on a thread's batch rows of every step: (S, R, M) and (S, R, N) strided views, K =
+    # S R = 300 in blocks of 256 values of k, one ending inside a step.
+    from lstmkit.kernels import buffers
+    from lstmkit.kernels.core import gemm_tn, gemm_tn_scratch
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 16, 40)).astype(np.float32)
+    dz = rng.standard_normal((30, 16, 96)).astype(np.float32)
+    a, b = x[:, 3:13], dz[:, 3:13]
+    c = np.full((40, 96), 7.0, np.float32)
+    gemm_tn(a, b, c, 0, 3, *buffers.empty_group(*gemm_tn_scratch(40, 3, np.float32)), False)
+    assert rel_error(c, np.einsum("srm,srn->mn", a.astype(np.float64), b.astype(np.float64))) < 1e-5
+
+
 def test_arbitrary_strides_on_length_one_axes():
     # NumPy may give any stride to an axis of length 1 and still call the array contiguous.
     from numpy.lib.stride_tricks import as_strided
@@ -418,6 +432,27 @@ def test_small_batches_run_the_products_beside_the_recurrence(kernel_threads, n,
     _, args, grads = make_case(T, B, I, H, dtype, seed=n)
     first = run(fast, args, grads, lengths)
     for _ in range(20):             # a timing-dependent sum differed in 5-11% of pairs of runs
+        again = run(fast, args, grads, lengths)
+        for name in NAMES:
+            assert np.array_equal(first[name], again[name]), name
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_split_batches_do_the_products_of_their_own_rows(kernel_threads, n):
+    # Threads on the batch with small weight gradients do the products of their own rows (dx, a
+    # partial dW and dU; 15 or 10 rows: blocks of 256 values of k end inside a step), then sum the
+    # partials in thread order: the same numbers every time. Their x W comes in blocks of steps.
+    from lstmkit.kernels import common
+    kernel_threads(n)
+    T, B, I, H = 40, 30, 32, 64
+    assert common.batch_parts(B, H, 4 * H, np.float32) == n
+    assert common.backward_plan(T, B, I, H, 4 * H, n, np.float32)[3]
+    assert common.forward_plan(T, B, I, 4 * H, n, True)[3]
+    lengths = [T] * (B - 3) + [T - 5, 1, 2]
+    check(T, B, I, H, np.float32, seed=n, lengths=lengths)
+    _, args, grads = make_case(T, B, I, H, np.float32, seed=n)
+    first = run(fast, args, grads, lengths)
+    for _ in range(5):
         again = run(fast, args, grads, lengths)
         for name in NAMES:
             assert np.array_equal(first[name], again[name]), name

@@ -30,6 +30,8 @@ from lstmkit.kernels.core import (RELEASED, ROW_COLS, SYNC_STRIDE, TILE_COLS, TI
                                   spin_turn, started, store_release)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
+PROJECT_BLOCK_VALUES = 1 << 15   # values of x W a thread projects at a time for its own rows ...
+PROJECT_BLOCK_ROWS = 128         # ... and at least this many rows
 
 
 # --- argument checks ------------------------------------------------------------------------------
@@ -249,9 +251,10 @@ def forward_plan(T, B, I, G, parts, packed_w):
     """The row runs of x W each thread projects, published as it goes, the batch runs of the
     recurrence of each thread, the rows projected at a time, and whether each thread projects
     its own batch rows instead. With parts threads on the batch and W packed, each projects x_t W
-    for its own batch rows of every step (PROJECT_OWN: rows another core projected reach it one
-    cache miss at a time; at 32, 100, 256, 256 inference 0.93-0.94 -> 0.97-0.99 of PyTorch's
-    speed); by BLAS (W not packed), each projects a run of T B rows at once (BLAS would repack W
+    for its own batch rows (PROJECT_OWN: rows another core projected reach it one cache miss at
+    a time; at 32, 100, 256, 256 inference 0.93-0.94 -> 0.97-0.99 of PyTorch's speed), a block
+    of steps at a time (`project_steps`: about 128 KB of x W, at least PROJECT_BLOCK_ROWS rows
+    so that W, read from L3 at I = 512, serves several steps); by BLAS (W not packed), each projects a run of T B rows at once (BLAS would repack W
     for every step). A batch too small to split (parts 1) runs the recurrence on one thread while
     a second projects the steps ahead of it, B rows rounded up to whole 8-row tiles at a time,
     given W packed and at least PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward
@@ -259,22 +262,22 @@ def forward_plan(T, B, I, G, parts, packed_w):
     if parts == 1 and threads.get_num_threads() > 1 and packed_w and 2 * T * B * I * G >= PIPELINE_MIN_FLOPS:
         return [(0, 0), (0, T * B)], [(0, B), (B, B)], -(-B // TILE_ROWS) * TILE_ROWS, False
     if packed_w:
-        return [(0, 0)] * parts, runs(B, parts), T * B, True
+        return [(0, 0)] * parts, runs(B, parts), max(PROJECT_BLOCK_ROWS, PROJECT_BLOCK_VALUES // G), True
     return runs(T * B, parts, TILE_ROWS), runs(B, parts), T * B, False
 
 
 def backward_on_threads(part, cache, cell_args, bias_shape):
-    """Run part(x, W, U, UTp, *cell_args, dx, dW, dU, db, ap, bp, sync, q, r0, r1, c0, c1, block)
+    """Run part(x, W, U, UTp, *cell_args, dx, dW, dU, db, scratch, sync, q, r0, r1, c0, c1, block)
     on the threads as `backward_plan` splits the work, x, W, U from the forward's cache: thread q
-    runs BPTT of batch rows r0:r1, then its share of dx and columns c0:c1 of dW and dU
-    (`finish_backward`), and accumulates its own db (float64). Returns dx (T, B, I), dW (I, G),
+    runs BPTT of batch rows r0:r1, then its share of dx, dW and dU (`finish_backward`, with
+    scratch its buffers), and accumulates its own db (float64). Returns dx (T, B, I), dW (I, G),
     dU (H, G) and db (bias_shape, summed over the threads)."""
     x, W, U = cache["x"], cache["W"], cache["U"]
     T, B, I = x.shape
     grad_specs, call_specs, jobs, sync_start, ut_shape = _backward_layout(
         T, B, I, *U.shape, x.dtype, bias_shape, threads.get_num_threads())
     dx, dW, dU, db = buffers.empty_group(*grad_specs)               # one block: any of them keeps it
-    dbs, sync, *scratch = buffers.empty_group(*call_specs)         # this call's
+    dbs, sync, partials, *scratch = buffers.empty_group(*call_specs)   # this call's
     dbs.fill(0)                                                     # (one row per thread: no two add to one)
     sync[:] = sync_start
     UTp = cache.get("UTp")                                          # packed by the forward, if its layout fits
@@ -284,8 +287,8 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
         UTp = buffers.empty(ut_shape, x.dtype)
         pack(U, UTp, True)
     threads.blas_single()
-    threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, dbs[q], *scratch[2 * q:2 * q + 2], sync, *job)
-                                for q, job in enumerate(jobs)], sync)
+    threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, dbs[q], (*scratch[3 * q:3 * q + 3], partials),
+                                 sync, *job) for q, job in enumerate(jobs)], sync)
     np.add.reduce(dbs, axis=0, dtype=np.float64, out=db)
     return dx, dW, dU, db
 
@@ -294,16 +297,19 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
 def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
     """What `backward_on_threads` does for these shapes on n_threads, worked out once (as
     `_forward_layout`): the (shape, dtype) of dx, dW, dU and db, and of the threads' db (float64),
-    sync and each thread's gemm_tn scratch, each thread's (q, r0, r1, c0, c1, block), what sync
-    starts as, and the shape of U^T packed (or None)."""
+    sync, the threads' partial weight gradients (`finish_backward`; empty unless each does its own
+    rows) and each thread's gemm_tn scratch and W^T packed (empty unless its own), each thread's
+    (q, r0, r1, c0, c1, block), what sync starts as, and the shape of U^T packed (or None)."""
     parts = batch_parts(B, H, G, dtype)
-    batch_runs, columns, blocks = backward_plan(T, B, I, H, G, parts, dtype)
+    batch_runs, columns, blocks, own = backward_plan(T, B, I, H, G, parts, dtype)
     sync = barrier_array(len(batch_runs))
     sync[BPTT_AT::SYNC_STRIDE] = T                    # (no BPTT step done yet)
     grad_specs = (((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), (bias_shape, dtype))
-    call_specs = [((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype)]
+    call_specs = [((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype),
+                  ((parts, I + H, G) if own else (0, 0, 0), dtype)]
     for (c0, c1), block in zip(columns, blocks):
-        call_specs += weight_grad_scratch(I, H, (0, G) if block else (c0, c1), dtype)
+        call_specs += weight_grad_scratch(I, H, (0, G) if block or own else (c0, c1), dtype)
+        call_specs.append((packed_shape((I, G), dtype, TILE_ROWS, True) if own else (0, 0, TILE_COLS), dtype))
     jobs = tuple((q, r0, r1, c0, c1, block)
                  for q, ((r0, r1), (c0, c1), block) in enumerate(zip(batch_runs, columns, blocks)))
     return grad_specs, tuple(call_specs), jobs, sync, packed_shape((H, G), dtype, B // parts, True)
@@ -311,15 +317,19 @@ def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
 
 def backward_plan(T, B, I, H, G, parts, dtype):
     """The batch runs of BPTT of each thread, the runs of the columns of dW and dU each sums after
-    BPTT, and the steps per block of the sums a thread does beside BPTT (0: none). With parts
-    threads on the batch, each sums its columns after BPTT. A batch too small to split (parts 1)
+    BPTT, the steps per block of the sums a thread does beside BPTT (0: none), and whether each
+    thread does the products of its own batch rows. With parts threads on the batch, each does
+    the products of its own rows where their partial dW and dU are small (OWN_GRADS_MAX_BYTES;
+    gemm_tn, W^T packed), else its columns of dW and dU over all rows. A batch too small to split (parts 1)
     runs BPTT on one thread while a second sums all of dW and dU over the steps BPTT has finished,
     block by block in a fixed order (so that the sums do not depend on timing), given at least
     PIPELINE_MIN_FLOPS of products (at 1, 100, 128, 128 the backward takes 0.41 ms against 0.61
     on one thread)."""
     if parts == 1 and threads.get_num_threads() > 1 and 4 * T * B * (I + H) * G >= PIPELINE_MIN_FLOPS:
-        return [(0, B), (B, B)], [(0, 0), (0, 0)], [0, -(-PIPELINE_ROWS // B)]
-    return runs(B, parts), weight_grad_columns(G, H, parts, dtype), [0] * parts
+        return [(0, B), (B, B)], [(0, 0), (0, 0)], [0, -(-PIPELINE_ROWS // B)], False
+    own = parts > 1 and _by_gemm_tn(H, dtype) and packed_shape((I, G), dtype, TILE_ROWS, True) is not None and \
+        (I + H) * G * np.dtype(dtype).itemsize <= OWN_GRADS_MAX_BYTES
+    return runs(B, parts), weight_grad_columns(G, H, parts, dtype), [0] * parts, own
 
 
 # --- the products at either end of a sequence -----------------------------------------------------
@@ -328,6 +338,7 @@ PROJECTED, PROJECT_FROM, PROJECT_TO = 3, 4, 5   # slots of a thread's line in sy
 BPTT_AT = 6                                     # slot: the step a thread's BPTT has reached
 PIPELINE_MIN_FLOPS = 2e6     # products worth a thread of their own beside a recurrence on one thread
 PIPELINE_ROWS = 16           # T B rows per block of the weight gradients' products beside BPTT
+OWN_GRADS_MAX_BYTES = 1 << 19   # a thread's partial dW and dU up to this size: products of its own rows
 
 
 def projection_sync(projections):
@@ -347,27 +358,37 @@ PROJECT_OWN = 8                     # ... or: it projects its own batch rows, fo
 @jit
 def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, r0, r1, sync, q):
     """The start of thread q's forward part: says it has started (`core.started`), packs U into Up
-    and W into Wp where fill says so (for its own use), then projects out = x W: its batch rows
-    r0:r1 of every step where fill says PROJECT_OWN, and its rows k0:k1 of the T B rows, `block`
-    rows at a time, each block published in sync when done (for `step_product`), then packs U^T
-    into UTp where fill says so (for the backward). x (T, B, I), out (T, B, G); W packed as Wp
-    or, Wp empty, by BLAS."""
+    and W into Wp where fill says so (for its own use), then projects out = x W for its rows
+    k0:k1 of the T B rows, `block` rows at a time, each block published in sync when done (for
+    `step_product`), then packs U^T into UTp where fill says so (for the backward). x (T, B, I),
+    out (T, B, G); W packed as Wp or, Wp empty, by BLAS. (A thread that projects its own batch
+    rows does so step by step: `project_steps`.)"""
     started(sync, q)
     if fill & PACK_U:
         pack(U, Up, False)
     if fill & PACK_W:
         pack(W, Wp, False)
     x2, out2 = x.reshape(-1, x.shape[2]), out.reshape(-1, out.shape[2])
-    if fill & PROJECT_OWN and r1 - r0 == x.shape[1]:    # (W is packed: `forward_plan`)
-        packed_gemm(x2, Wp, out2, False)                  # the whole batch: one product of T B rows
-    elif fill & PROJECT_OWN:
-        packed_gemm(x[:, r0:r1], Wp, out[:, r0:r1], False)
     for a in range(k0, k1, block):
         b = min(k1, a + block)
         _projection(x2[a:b], W, Wp, out2[a:b])
         store_release(sync, q * SYNC_STRIDE + PROJECTED, b)
     if fill & PACK_UT:
         pack(U, UTp, True)
+
+
+@jit
+def project_steps(x, Wp, out, fill, t, block, r0, r1):
+    """Where fill says PROJECT_OWN, at the first step of each block: out = x W for batch rows
+    r0:r1 of the block's steps (`block` rows of x W, whole steps), W packed as Wp. A block
+    projected just before its steps run is still in L2 when they read it (all T steps at once:
+    at 16, 200, 64, 64 each thread's x W, 1.6 MB, came back from L3; the forward 1.40 -> 1.33
+    ms)."""
+    if fill & PROJECT_OWN:
+        steps = max(1, -(-block // max(1, r1 - r0)))
+        if t % steps == 0:
+            t1 = min(x.shape[0], t + steps)
+            packed_gemm(x[t:t1, r0:r1], Wp, out[t:t1, r0:r1], False)
 
 
 @jit
@@ -410,18 +431,35 @@ def bptt_at(sync, q, t):
 
 
 @jit
-def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, c0, c1, block):
+def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block):
     """The end of a thread's BPTT: the products over all steps, dx = dxw W^T, dW = x^T dxw and
     dU = h_{t-1}^T dhu. x (T, B, I), hs (T+1, B, H) (h_{t-1} = hs[t]), dxw, dhu (T, B, G) the
-    gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN); ap, bp scratch
-    for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use BLAS.
+    gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN); scratch = (ap,
+    bp, WTp, partials): ap, bp for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use
+    BLAS, WTp (I/32, G, 32) for W^T packed and partials (threads, I + H, G), both empty unless
+    each thread does its own rows.
 
+    Where partials is not empty, each thread does the products of its own batch rows r0:r1, which
+    its BPTT has just written (its rows of dx, and its partial [dW; dU] into partials[q]), then,
+    after a barrier, sums columns c0:c1 of the partials into dW and dU in thread order (at 16,
+    200, 64, 64 the backward 2.8 -> 2.4 ms: the shares of all rows read half of dz from the
+    other core).
     A thread with block > 0 (and no BPTT rows) first sums all of dW and dU, over blocks of
-    `block` steps as BPTT finishes them, from the last step down. Then, after a barrier (the
+    `block` steps as BPTT finishes them, from the last step down. Otherwise, after a barrier (the
     products read every row), each thread does its run of the rows of dx and, unless a thread did
     them beside BPTT, columns c0:c1 of dW and dU."""
     T, B, I = x.shape
     G = dxw.shape[2]
+    ap, bp, WTp, partials = scratch
+    if partials.shape[0]:
+        pack(W, WTp, True)
+        packed_gemm(dxw[:, r0:r1], WTp, dx[:, r0:r1], False)
+        gemm_tn(x[:, r0:r1], dxw[:, r0:r1], partials[q, :I], 0, G // TILE_COLS, ap, bp, False)
+        gemm_tn(hs[:T, r0:r1], dhu[:, r0:r1], partials[q, I:], 0, G // TILE_COLS, ap, bp, False)
+        barrier(sync, q, 1)
+        _sum_partials(partials, dW, dU, c0, c1)
+        finished(sync, q)
+        return
     x2, h2, dx2 = x.reshape(T * B, I), hs[:T].reshape(T * B, hs.shape[2]), dx.reshape(T * B, I)
     dxw2, dhu2 = dxw.reshape(T * B, G), dhu.reshape(T * B, G)
     if block > 0:
@@ -436,6 +474,20 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, c0, c1, blo
     if c1 > c0:
         _weight_grads(x2, h2, dxw2, dhu2, dW, dU, c0, c1, ap, bp, False)
     finished(sync, q)
+
+
+@jit
+def _sum_partials(partials, dW, dU, c0, c1):
+    """Columns c0:c1 of dW (I, G) and dU (H, G) = the sum over threads of partials (threads,
+    I + H, G), [dW; dU] of each thread's rows, added in thread order."""
+    I = dW.shape[0]
+    for i in range(partials.shape[1]):
+        out = dW[i] if i < I else dU[i - I]
+        for j in range(c0, c1):
+            out[j] = partials[0, i, j]
+        for p in range(1, partials.shape[0]):
+            for j in range(c0, c1):
+                out[j] += partials[p, i, j]
 
 
 @jit

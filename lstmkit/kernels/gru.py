@@ -15,7 +15,7 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
@@ -47,8 +47,9 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, len
     after the projection) where fill says so (`common.project`); b (2, 3H), rz_shift (2H,) from
     `_rz_shift`; lengths (B,) int64. Fills gates with r, z, n, hu, hs, y."""
     T, B, G = gates.shape
-    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # packs; x_t W (runs of rows)
     for t in range(T):
+        project_steps(x, Wp, gates, fill, t, block, r0, r1)                 # x_t W (own rows, blocks of steps)
         step_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, sync, (t + 1) * B)   # h_{t-1} U
         for r in range(r0, r1):
             hp, hn, yr = hs[t, r], hs[t + 1, r], y[t, r]
@@ -62,13 +63,12 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, len
 
 
 @jit
-def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx, dW, dU, db, ap, bp,
+def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx, dW, dU, db, scratch,
                    sync, q, r0, r1, c0, c1, block):
-    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx and
-    columns c0:c1 of dW and dU (`finish_backward`, where block > 0 sums them beside BPTT).
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW and
+    dU (`finish_backward`: of its own rows, or of columns c0:c1, summed beside BPTT where block > 0).
     dy (T, B, H); dh (B, H) carries the state gradient and ends as dh0; gates, hu, hs from
-    forward; UTp U^T packed or empty to use BLAS; ap, bp scratch for `core.gemm_tn` or ap empty
-    (BLAS). Fills dxw, dhu (T, B, 3H), accumulates db (2, 3H) (float64, this thread's own) and
+    forward; UTp U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`. Fills dxw, dhu (T, B, 3H), accumulates db (2, 3H) (float64, this thread's own) and
     fills its share of dx (T, B, I), dW (I, 3H) and dU (H, 3H)."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
@@ -103,7 +103,7 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
                 db[1, j] += gh[j]
         recurrent_product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} += dhu_t U^T
         bptt_at(sync, q, t)
-    finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, ap, bp, sync, q, c0, c1, block)   # dx = dxw W^T, dW, dU
+    finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dxw W^T, dW, dU
 
 
 @jit

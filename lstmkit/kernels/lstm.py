@@ -20,7 +20,7 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
@@ -62,8 +62,9 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
-    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # packs; x_t W (runs of rows)
     for t in range(T):
+        project_steps(x, Wp, gates, fill, t, block, r0, r1)                 # x_t W (own rows, blocks of steps)
         step_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, sync, (t + 1) * B)   # z_t = x_t W + h_{t-1} U
         for r in range(r0, r1):
             hp, cp, hn, cn, yr = hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], y[t, r]
@@ -80,14 +81,13 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
 
 
 @jit
-def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, ap, bp,
+def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, scratch,
                    sync, q, r0, r1, c0, c1, block):
-    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx and
-    columns c0:c1 of dW and dU (multiples of 32 for `core.gemm_tn`; `finish_backward`, where
-    block > 0 sums them beside BPTT). dy (T, B, H); dh, dc (B, H) carry the state gradients and
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW and
+    dU (`finish_backward`: of its own rows, or of columns c0:c1, multiples of 32 for
+    `core.gemm_tn`, summed beside BPTT where block > 0). dy (T, B, H); dh, dc (B, H) carry the state gradients and
     end as dh0, dc0; gates, hs, cs, tanh_c from forward; UTp U^T packed (H/w, 4H, w) or empty to
-    use BLAS; ap, bp scratch for `core.gemm_tn`, or ap empty to use BLAS for the weight
-    gradients. Fills dz (T, B, 4H), accumulates db (4H,) (float64, this thread's own) and fills
+    use BLAS; scratch the buffers of `finish_backward`. Fills dz (T, B, 4H), accumulates db (4H,) (float64, this thread's own) and fills
     its share of dx (T, B, I), dW (I, 4H) and dU (H, 4H). Each pass reads and writes few arrays
     so that it vectorises."""
     started(sync, q)                                         # (run_parallel's caller may go on)
@@ -125,7 +125,7 @@ def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz,
                 db[j] += d[j]
         recurrent_product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
         bptt_at(sync, q, t)
-    finish_backward(x, hs, dz, dz, W, dx, dW, dU, ap, bp, sync, q, c0, c1, block)   # dx = dz W^T, dW, dU
+    finish_backward(x, hs, dz, dz, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dz W^T, dW, dU
 
 
 @functools.lru_cache(maxsize=64)

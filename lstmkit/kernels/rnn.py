@@ -12,7 +12,7 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
 
@@ -38,8 +38,9 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0,
     after the projection) where fill says so (`common.project`); b (H,); lengths (B,) int64.
     Fills a with tanh(a_t + b), hs and y."""
     T, B, H = a.shape
-    project(x, W, Wp, U, Up, UTp, fill, a, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
+    project(x, W, Wp, U, Up, UTp, fill, a, k0, k1, block, r0, r1, sync, q)   # packs; x_t W (runs of rows)
     for t in range(T):
+        project_steps(x, Wp, a, fill, t, block, r0, r1)                 # x_t W (own rows, blocks of steps)
         step_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, sync, (t + 1) * B)   # + h_{t-1} U
         for r in range(r0, r1):
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
@@ -52,12 +53,12 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0,
 
 
 @jit
-def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, ap, bp,
+def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, scratch,
                    sync, q, r0, r1, c0, c1, block):
-    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx and
-    columns c0:c1 of dW and dU (`finish_backward`, where block > 0 sums them beside BPTT).
+    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW and
+    dU (`finish_backward`: of its own rows, or of columns c0:c1, summed beside BPTT where block > 0).
     dy (T, B, H); dh (B, H) carries the state gradient and ends as dh0; a, hs from forward; UTp
-    U^T packed or empty to use BLAS; ap, bp scratch for `core.gemm_tn` or ap empty (BLAS). Fills
+    U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`. Fills
     da (T, B, H), accumulates db (H,) (float64, this thread's own) and fills its share of
     dx (T, B, I), dW (I, H) and dU (H, H)."""
     started(sync, q)                                         # (run_parallel's caller may go on)
@@ -78,7 +79,7 @@ def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, ap,
                 db[j] += d[j]
         recurrent_product(da[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = da_t U^T (+ frozen)
         bptt_at(sync, q, t)
-    finish_backward(x, hs, da, da, W, dx, dW, dU, ap, bp, sync, q, c0, c1, block)   # dx = da W^T, dW, dU
+    finish_backward(x, hs, da, da, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = da W^T, dW, dU
 
 
 @jit
