@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
+from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward, fixed_width,
                                     forward_on_threads, project, project_steps, recurrent_product, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
@@ -80,52 +80,50 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
     finished(sync, q)
 
 
-@jit
-def _backward_part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, scratch,
-                   sync, q, r0, r1, c0, c1, block):
-    """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW and
-    dU (`finish_backward`: of its own rows, or of columns c0:c1, multiples of 32 for
-    `core.gemm_tn`, summed beside BPTT where block > 0). dy (T, B, H); dh, dc (B, H) carry the state gradients and
-    end as dh0, dc0; gates, hs, cs, tanh_c from forward; UTp U^T packed (H/w, 4H, w) or empty to
-    use BLAS; scratch the buffers of `finish_backward`. Fills dz (T, B, 4H), accumulates db (4H,) (float64, this thread's own) and fills
-    its share of dx (T, B, I), dW (I, 4H) and dU (H, 4H). Each pass reads and writes few arrays
-    so that it vectorises."""
-    started(sync, q)                                         # (run_parallel's caller may go on)
-    wide_vectors()
-    T, B, G = gates.shape
-    H = G // 4
-    one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
-    for t in range(T - 1, -1, -1):
-        for r in range(r0, r1):
-            d = dz[t, r]
-            if t >= lengths[r]:          # no step here: dz = 0, dh and dc pass through unchanged
+@functools.lru_cache(maxsize=None)
+def _backward_part(width):
+    """Thread q's share of BPTT, compiled with H = width, or H from the arrays where width is 0
+    (`common.fixed_width`)."""
+    @jit
+    def part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, scratch, sync, q, r0, r1,
+             c0, c1, block):
+        """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW
+        and dU (`finish_backward`: of its own rows, or of columns c0:c1, multiples of 32 for
+        `core.gemm_tn`, summed beside BPTT where block > 0). dy (T, B, H); dh, dc (B, H) carry the
+        state gradients and end as dh0, dc0; gates, hs, cs, tanh_c from forward; UTp U^T packed
+        (H/w, 4H, w) or empty to use BLAS; scratch the buffers of `finish_backward`. Fills dz
+        (T, B, 4H), accumulates db (4H,) (float64, this thread's own) and fills its share of dx
+        (T, B, I), dW (I, 4H) and dU (H, 4H)."""
+        started(sync, q)                                         # (run_parallel's caller may go on)
+        wide_vectors()
+        T, B, G = gates.shape
+        H = width if width else G // 4
+        one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
+        for t in range(T - 1, -1, -1):
+            for r in range(r0, r1):
+                d = dz[t, r]
+                if t >= lengths[r]:          # no step here: dz = 0, dh and dc pass through unchanged
+                    for j in range(G):
+                        d[j] = 0.0
+                    continue
+                a, cp, th, dyr, dhr, dcr = gates[t, r], cs[t, r], tanh_c[t, r], dy[t, r], dh[r], dc[r]
+                for j in range(H):
+                    i, f, o = a[j], a[H + j], a[3 * H + j]
+                    g = two * a[2 * H + j] - one                        # C~_t from (g+1)/2
+                    dh_t = dhr[j] + dyr[j]                              # h_t reached y_t and step t+1
+                    dc_t = dcr[j] + dh_t * o * (one - th[j] * th[j])    # + through h_t = o tanh(C_t)
+                    d[j] = dc_t * g * i * (one - i)                     # C_t = f C_{t-1} + i C~_t
+                    d[H + j] = dc_t * cp[j] * f * (one - f)
+                    d[2 * H + j] = dc_t * i * (one - g * g)
+                    d[3 * H + j] = dh_t * th[j] * o * (one - o)
+                    dcr[j] = dc_t * f                                   # to C_{t-1}
+                    dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
                 for j in range(G):
-                    d[j] = 0.0
-                continue
-            a, cp, th, dyr, dhr, dcr = gates[t, r], cs[t, r], tanh_c[t, r], dy[t, r], dh[r], dc[r]
-            i, f, gs, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-            di, df, dg, do = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
-            for j in range(H):
-                dhr[j] += dyr[j]                                    # h_t reached y_t and step t+1
-            for j in range(H):
-                dcr[j] += dhr[j] * o[j] * (one - th[j] * th[j])     # through h_t = o tanh(C_t)
-            for j in range(H):
-                do[j] = dhr[j] * th[j] * o[j] * (one - o[j])
-            for j in range(H):
-                g = two * gs[j] - one
-                di[j] = dcr[j] * g * i[j] * (one - i[j])            # C_t = f C_{t-1} + i C~_t
-                dg[j] = dcr[j] * i[j] * (one - g * g)
-            for j in range(H):
-                df[j] = dcr[j] * cp[j] * f[j] * (one - f[j])
-            for j in range(H):
-                dcr[j] *= f[j]                                      # to C_{t-1}
-            for j in range(H):
-                dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
-            for j in range(G):
-                db[j] += d[j]
-        recurrent_product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
-        bptt_at(sync, q, t)
-    finish_backward(x, hs, dz, dz, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dz W^T, dW, dU
+                    db[j] += d[j]
+            recurrent_product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
+            bptt_at(sync, q, t)
+        finish_backward(x, hs, dz, dz, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dz W^T, dW, dU
+    return part
 
 
 @functools.lru_cache(maxsize=64)
@@ -183,7 +181,7 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     """
     dy, (dh, dc) = backward_args(dy, cache, dh_T=dh_T, dc_T=dc_T)
     dz = buffers.empty(cache["gates"].shape, dy.dtype)
-    dx, dW, dU, db = backward_on_threads(_backward_part, cache, (
+    dx, dW, dU, db = backward_on_threads(_backward_part(fixed_width(dh.shape[1])), cache, (
         dy, dh, dc, cache["gates"], cache["hs"], cache["cs"], cache["tanh_c"], cache["lengths"], dz), dz.shape[2:])
     return dx, dW, dU, db, dh, dc
 
