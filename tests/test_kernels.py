@@ -458,21 +458,6 @@ def test_split_batches_do_the_products_of_their_own_rows(kernel_threads, n):
             assert np.array_equal(first[name], again[name]), name
 
 
-def test_hidden_sizes_compiled_in_give_the_generic_numbers(monkeypatch):
-    # A hidden size in FIXED_WIDTHS gets a backward compiled with H fixed (straight vector code);
-    # it gives what the one version for every other H gives.
-    from lstmkit.kernels import common, lstm
-    assert common.fixed_width(64) == 64 and common.fixed_width(65) == common.fixed_width(256) == 0
-    _, args, grads = make_case(7, 10, 5, 64, np.float32, seed=5)
-    lengths = [7] * 8 + [3, 0]
-    fixed = run(fast, args, grads, lengths)
-    monkeypatch.setattr(lstm, "fixed_width", lambda H: 0)
-    generic = run(fast, args, grads, lengths)
-    for name in NAMES:
-        assert rel_error(fixed[name], generic[name]) < 1e-6, name
-    check(7, 10, 5, 64, np.float32, seed=5, lengths=lengths, against_torch=False)
-
-
 def test_concurrent_callers_and_interleaved_caches(kernel_threads):
     # Two Python threads call the kernels at once with three kernel threads (the pool serves both),
     # and one thread keeps two forward caches alive before running both backward passes.

@@ -131,19 +131,6 @@ def _full_lengths(T, B):
     return np.full(B, T, np.int64)
 
 
-# --- widths compiled in -------------------------------------------------------------------------
-
-FIXED_WIDTHS = range(16, 129, 16)   # hidden sizes compiled into the per-row passes (one version each)
-
-
-def fixed_width(H):
-    """H where a kernel compiles a version for it (FIXED_WIDTHS), else 0: one version for every
-    other H. With H fixed, a per-row pass over H values compiles to straight vector code; a
-    runtime H costs about 0.15 µs a row in vector-loop set-up and alias checks between the arrays
-    (LSTM backward at 8 rows of H = 64: 1.6 -> 0.45 µs a step), which small rows do not repay."""
-    return H if H in FIXED_WIDTHS else 0
-
-
 # --- the split among threads ----------------------------------------------------------------------
 
 def batch_parts(B, H, G, dtype):
