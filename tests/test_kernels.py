@@ -301,7 +301,7 @@ def test_weight_gradient_product(K, M, N, p0, p1):
     outside[inside] = False
     for accumulate in (False, True):
         c = np.full((M, N), 7.0, np.float32)
-        gemm_tn(a, b, c, p0, p1, *buffers.empty_group(*gemm_tn_scratch(M, p1 - p0, np.float32)), accumulate)
+        gemm_tn(a, a[:, :0], b, c, p0, p1, *buffers.empty_group(*gemm_tn_scratch(M, p1 - p0, np.float32)), accumulate)
         want = a.astype(np.float64).T @ b.astype(np.float64) + (7.0 if accumulate else 0.0)
         assert rel_error(c[:, inside], want[:, inside]) < 1e-5
         assert np.all(c[:, outside] == 7.0)
@@ -317,8 +317,13 @@ def test_weight_gradient_product_over_steps():
     dz = rng.standard_normal((30, 16, 96)).astype(np.float32)
     a, b = x[:, 3:13], dz[:, 3:13]
     c = np.full((40, 96), 7.0, np.float32)
-    gemm_tn(a, b, c, 0, 3, *buffers.empty_group(*gemm_tn_scratch(40, 3, np.float32)), False)
-    assert rel_error(c, np.einsum("srm,srn->mn", a.astype(np.float64), b.astype(np.float64))) < 1e-5
+    gemm_tn(a, a[:, :, :0], b, c, 0, 3, *buffers.empty_group(*gemm_tn_scratch(40, 3, np.float32)), False)
+    want = np.einsum("srm,srn->mn", a.astype(np.float64), b.astype(np.float64))
+    assert rel_error(c, want) < 1e-5
+    a2 = x[:, 3:13, 5:16]                 # and [a a2]^T b: 40 + 11 rows of c, 7 tiles, the last split
+    c = np.full((51, 96), 7.0, np.float32)
+    gemm_tn(a, a2, b, c, 0, 3, *buffers.empty_group(*gemm_tn_scratch(51, 3, np.float32)), False)
+    assert rel_error(c, np.vstack([want, np.einsum("srm,srn->mn", a2.astype(np.float64), b.astype(np.float64))])) < 1e-5
 
 
 def test_arbitrary_strides_on_length_one_axes():

@@ -184,11 +184,12 @@ def _by_gemm_tn(H, dtype):
     return dtype == np.float32 and H % TILE_COLS == 0
 
 
-def weight_grad_scratch(I, H, cols, dtype):
+def weight_grad_scratch(M, H, cols, dtype):
     """The (shape, dtype) of gemm_tn's scratch for a thread's columns cols = (c0, c1) of the
-    weight gradients, or of empty arrays when they go to BLAS or the thread has none."""
+    weight gradients, rows of M (I + H where dW and dU are one product, else max(I, H)), or of
+    empty arrays when they go to BLAS or the thread has none."""
     by_gemm_tn = _by_gemm_tn(H, dtype) and cols[1] > cols[0]
-    return gemm_tn_scratch(max(I, H) if by_gemm_tn else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
+    return gemm_tn_scratch(M if by_gemm_tn else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
 
 
 def weight_grad_columns(G, H, parts, dtype):
@@ -254,11 +255,12 @@ def forward_plan(T, B, I, G, parts, packed_w):
     for its own batch rows (PROJECT_OWN: rows another core projected reach it one cache miss at
     a time; at 32, 100, 256, 256 inference 0.93-0.94 -> 0.97-0.99 of PyTorch's speed), a block
     of steps at a time (`project_steps`: about 128 KB of x W, at least PROJECT_BLOCK_ROWS rows
-    so that W, read from L3 at I = 512, serves several steps); by BLAS (W not packed), each projects a run of T B rows at once (BLAS would repack W
-    for every step). A batch too small to split (parts 1) runs the recurrence on one thread while
-    a second projects the steps ahead of it, B rows rounded up to whole 8-row tiles at a time,
-    given W packed and at least PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward
-    takes 0.27 ms against 0.38 on one thread)."""
+    so that W, read from L3 at I = 512, serves several steps); by BLAS (W not packed), each
+    projects a run of T B rows at once (BLAS would repack W for every step). A batch too small
+    to split (parts 1) runs the recurrence on one thread while a second projects the steps ahead
+    of it, B rows rounded up to whole 8-row tiles at a time, given W packed and at least
+    PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward takes 0.27 ms against 0.38 on one
+    thread)."""
     if parts == 1 and threads.get_num_threads() > 1 and packed_w and 2 * T * B * I * G >= PIPELINE_MIN_FLOPS:
         return [(0, 0), (0, T * B)], [(0, B), (B, B)], -(-B // TILE_ROWS) * TILE_ROWS, False
     if packed_w:
@@ -287,8 +289,9 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
         UTp = buffers.empty(ut_shape, x.dtype)
         pack(U, UTp, True)
     threads.blas_single()
-    threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, dbs[q], (*scratch[3 * q:3 * q + 3], partials),
-                                 sync, *job) for q, job in enumerate(jobs)], sync)
+    threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, dbs[q],
+                                 (*scratch[3 * q:3 * q + 3], partials), sync, *job)
+                                for q, job in enumerate(jobs)], sync)
     np.add.reduce(dbs, axis=0, dtype=np.float64, out=db)
     return dx, dW, dU, db
 
@@ -308,7 +311,8 @@ def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
     call_specs = [((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype),
                   ((parts, I + H, G) if own else (0, 0, 0), dtype)]
     for (c0, c1), block in zip(columns, blocks):
-        call_specs += weight_grad_scratch(I, H, (0, G) if block or own else (c0, c1), dtype)
+        rows = I + H if own else max(I, H)
+        call_specs += weight_grad_scratch(rows, H, (0, G) if block or own else (c0, c1), dtype)
         call_specs.append((packed_shape((I, G), dtype, TILE_ROWS, True) if own else (0, 0, TILE_COLS), dtype))
     jobs = tuple((q, r0, r1, c0, c1, block)
                  for q, ((r0, r1), (c0, c1), block) in enumerate(zip(batch_runs, columns, blocks)))
@@ -454,8 +458,12 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0
     if partials.shape[0]:
         pack(W, WTp, True)
         packed_gemm(dxw[:, r0:r1], WTp, dx[:, r0:r1], False)
-        gemm_tn(x[:, r0:r1], dxw[:, r0:r1], partials[q, :I], 0, G // TILE_COLS, ap, bp, False)
-        gemm_tn(hs[:T, r0:r1], dhu[:, r0:r1], partials[q, I:], 0, G // TILE_COLS, ap, bp, False)
+        xq, hq, P = x[:, r0:r1], hs[:T, r0:r1], G // TILE_COLS
+        if dxw.ctypes.data == dhu.ctypes.data:       # [dW; dU] = [x h]^T dz in one product
+            gemm_tn(xq, hq, dxw[:, r0:r1], partials[q], 0, P, ap, bp, False)
+        else:
+            gemm_tn(xq, xq[:, :, :0], dxw[:, r0:r1], partials[q, :I], 0, P, ap, bp, False)
+            gemm_tn(hq, hq[:, :, :0], dhu[:, r0:r1], partials[q, I:], 0, P, ap, bp, False)
         barrier(sync, q, 1)
         _sum_partials(partials, dW, dU, c0, c1)
         finished(sync, q)
@@ -503,8 +511,8 @@ def _await_bptt(sync, t):
 def _weight_grads(x2, h2, dxw2, dhu2, dW, dU, c0, c1, ap, bp, accumulate):
     """Columns c0:c1 of dW (+)= x2^T dxw2 and dU (+)= h2^T dhu2 (added where accumulate)."""
     if ap.shape[0]:
-        gemm_tn(x2, dxw2, dW, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp, accumulate)
-        gemm_tn(h2, dhu2, dU, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp, accumulate)
+        gemm_tn(x2, x2[:, :0], dxw2, dW, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp, accumulate)
+        gemm_tn(h2, h2[:, :0], dhu2, dU, c0 // TILE_COLS, c1 // TILE_COLS, ap, bp, accumulate)
     else:
         beta = 1.0 if accumulate else 0.0
         gemm(x2, dxw2[:, c0:c1], dW[:, c0:c1], beta, True, False)

@@ -437,20 +437,23 @@ def gemm_tn_scratch(M, panels, dtype):
 
 
 @jit
-def gemm_tn(a, b, c, p0, p1, ap, bp, accumulate):
-    """c[:, 32 p0 : 32 p1] (+)= a^T @ b[:, 32 p0 : 32 p1] (added where accumulate) for a (K, M),
-    b (K, N), c (M, N), row-major with unit column stride and N a multiple of 32: the weight
-    gradients x^T dz over all steps. Or a (S, R, M) and b (S, R, N), K = S R (strided views such
-    as a thread's batch rows of every step). Against OpenBLAS on one thread, on a thread's half of
-    the columns: 144 vs 107 GFLOP/s at K, M, N = 100, 128, 512, level from M = 64 to 512, behind
-    at M = 1024 (123 vs 150, yet no change measurable in a training step at 128, 50, 1024, 1024).
+def gemm_tn(a, a2, b, c, p0, p1, ap, bp, accumulate):
+    """c[:, 32 p0 : 32 p1] (+)= [a a2]^T @ b[:, 32 p0 : 32 p1] (added where accumulate) for a
+    (K, M1), a2 (K, M2) (M2 may be 0), b (K, N), c (M1 + M2, N), row-major with unit column
+    stride and N a multiple of 32: the weight gradients x^T dz and h^T dz over all steps (both at
+    once where dz is the same: b is packed once). Or a (S, R, M1), a2 (S, R, M2) and b (S, R, N),
+    K = S R (strided views such as a thread's batch rows of every step). Against OpenBLAS on one
+    thread, on a thread's half of the columns: 144 vs 107 GFLOP/s at K, M, N = 100, 128, 512, level
+    from M = 64 to 512, behind at M = 1024 (123 vs 150, yet no change measurable in a training
+    step at 128, 50, 1024, 1024).
     ap, bp: scratch from gemm_tn_scratch (at least p1 - p0 panels).
 
     Per block of D = GEMM_TN_DEPTH values of k, the block of a is packed as (M/8, D, 8) tiles and
     the block of b as (panels, D, 32), both read row by row, so that the tiles read contiguous
     memory (rows of a and b are often 4 KB apart and would evict each other from L1)."""
-    a3, b3 = _as_steps(a), _as_steps(b)
-    S, R, M = a3.shape
+    a3, a23, b3 = _as_steps(a), _as_steps(a2), _as_steps(b)
+    S, R, M1 = a3.shape
+    M = M1 + a23.shape[2]
     K = S * R
     D = GEMM_TN_DEPTH
     mt = (M + TILE_ROWS - 1) // TILE_ROWS
@@ -463,9 +466,11 @@ def gemm_tn(a, b, c, p0, p1, ap, bp, accumulate):
         kd = min(K, k0 + D) - k0
         for k in range(kd):          # a last tile's rows past M are never read
             s, r = divmod(k0 + k, R)
-            ar, br = a3[s, r], b3[s, r]
-            for m in range(M):
+            ar, a2r, br = a3[s, r], a23[s, r], b3[s, r]
+            for m in range(M1):
                 ap[m // TILE_ROWS, k, m % TILE_ROWS] = ar[m]
+            for m in range(M1, M):
+                ap[m // TILE_ROWS, k, m % TILE_ROWS] = a2r[m - M1]
             for p in range(p1 - p0):
                 for j in range(TILE_COLS):
                     bp[p, k, j] = br[(p0 + p) * TILE_COLS + j]

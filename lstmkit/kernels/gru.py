@@ -15,8 +15,8 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args, step_args,
-                                    step_product)
+                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args,
+                                    step_args, step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
@@ -66,10 +66,11 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, len
 def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx, dW, dU, db, scratch,
                    sync, q, r0, r1, c0, c1, block):
     """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW and
-    dU (`finish_backward`: of its own rows, or of columns c0:c1, summed beside BPTT where block > 0).
-    dy (T, B, H); dh (B, H) carries the state gradient and ends as dh0; gates, hu, hs from
-    forward; UTp U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`. Fills dxw, dhu (T, B, 3H), accumulates db (2, 3H) (float64, this thread's own) and
-    fills its share of dx (T, B, I), dW (I, 3H) and dU (H, 3H)."""
+    dU (`finish_backward`: of its own rows, or of columns c0:c1, summed beside BPTT where
+    block > 0). dy (T, B, H); dh (B, H) carries the state gradient and ends as dh0; gates, hu, hs
+    from forward; UTp U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`.
+    Fills dxw, dhu (T, B, 3H), accumulates db (2, 3H) (float64, this thread's own) and fills its
+    share of dx (T, B, I), dW (I, 3H) and dU (H, 3H)."""
     started(sync, q)                                         # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape

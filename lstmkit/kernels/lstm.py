@@ -20,8 +20,8 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args, step_args,
-                                    step_product)
+                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args,
+                                    step_args, step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
