@@ -446,7 +446,7 @@ def test_small_batches_run_the_products_beside_the_recurrence(kernel_threads, n,
 def test_split_batches_do_the_products_of_their_own_rows(kernel_threads, n):
     # Threads on the batch with small weight gradients do the products of their own rows (dx, a
     # partial dW and dU; 15 or 10 rows: blocks of 256 values of k end inside a step), then sum the
-    # partials in thread order: the same numbers every time. Their x W comes in blocks of steps.
+    # partials in thread order: the same numbers every time.
     from lstmkit.kernels import common
     kernel_threads(n)
     T, B, I, H = 40, 30, 32, 64

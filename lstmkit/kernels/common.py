@@ -30,8 +30,6 @@ from lstmkit.kernels.core import (RELEASED, ROW_COLS, SYNC_STRIDE, TILE_COLS, TI
                                   spin_turn, started, store_release)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
-PROJECT_BLOCK_VALUES = 1 << 15   # values of x W a thread projects at a time for its own rows ...
-PROJECT_BLOCK_ROWS = 128         # ... and at least this many rows
 
 
 # --- argument checks ------------------------------------------------------------------------------
@@ -252,19 +250,17 @@ def forward_plan(T, B, I, G, parts, packed_w):
     """The row runs of x W each thread projects, published as it goes, the batch runs of the
     recurrence of each thread, the rows projected at a time, and whether each thread projects
     its own batch rows instead. With parts threads on the batch and W packed, each projects x_t W
-    for its own batch rows (PROJECT_OWN: rows another core projected reach it one cache miss at
-    a time; at 32, 100, 256, 256 inference 0.93-0.94 -> 0.97-0.99 of PyTorch's speed), a block
-    of steps at a time (`project_steps`: about 128 KB of x W, at least PROJECT_BLOCK_ROWS rows
-    so that W, read from L3 at I = 512, serves several steps); by BLAS (W not packed), each
-    projects a run of T B rows at once (BLAS would repack W for every step). A batch too small
-    to split (parts 1) runs the recurrence on one thread while a second projects the steps ahead
-    of it, B rows rounded up to whole 8-row tiles at a time, given W packed and at least
-    PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward takes 0.27 ms against 0.38 on one
-    thread)."""
+    for its own batch rows of every step (PROJECT_OWN: rows another core projected reach it one
+    cache miss at a time; at 32, 100, 256, 256 inference 0.93-0.94 -> 0.97-0.99 of PyTorch's
+    speed); by BLAS (W not packed), each projects a run of T B rows at once (BLAS would repack W
+    for every step). A batch too small to split (parts 1) runs the recurrence on one thread while
+    a second projects the steps ahead of it, B rows rounded up to whole 8-row tiles at a time,
+    given W packed and at least PIPELINE_MIN_FLOPS of x W (at 1, 100, 128, 128 the forward
+    takes 0.27 ms against 0.38 on one thread)."""
     if parts == 1 and threads.get_num_threads() > 1 and packed_w and 2 * T * B * I * G >= PIPELINE_MIN_FLOPS:
         return [(0, 0), (0, T * B)], [(0, B), (B, B)], -(-B // TILE_ROWS) * TILE_ROWS, False
     if packed_w:
-        return [(0, 0)] * parts, runs(B, parts), max(PROJECT_BLOCK_ROWS, PROJECT_BLOCK_VALUES // G), True
+        return [(0, 0)] * parts, runs(B, parts), T * B, True
     return runs(T * B, parts, TILE_ROWS), runs(B, parts), T * B, False
 
 
@@ -362,37 +358,27 @@ PROJECT_OWN = 8                     # ... or: it projects its own batch rows, fo
 @jit
 def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, r0, r1, sync, q):
     """The start of thread q's forward part: says it has started (`core.started`), packs U into Up
-    and W into Wp where fill says so (for its own use), then projects out = x W for its rows
-    k0:k1 of the T B rows, `block` rows at a time, each block published in sync when done (for
-    `step_product`), then packs U^T into UTp where fill says so (for the backward). x (T, B, I),
-    out (T, B, G); W packed as Wp or, Wp empty, by BLAS. (A thread that projects its own batch
-    rows does so step by step: `project_steps`.)"""
+    and W into Wp where fill says so (for its own use), then projects out = x W: its batch rows
+    r0:r1 of every step where fill says PROJECT_OWN, and its rows k0:k1 of the T B rows, `block`
+    rows at a time, each block published in sync when done (for `step_product`), then packs U^T
+    into UTp where fill says so (for the backward). x (T, B, I), out (T, B, G); W packed as Wp
+    or, Wp empty, by BLAS."""
     started(sync, q)
     if fill & PACK_U:
         pack(U, Up, False)
     if fill & PACK_W:
         pack(W, Wp, False)
     x2, out2 = x.reshape(-1, x.shape[2]), out.reshape(-1, out.shape[2])
+    if fill & PROJECT_OWN and r1 - r0 == x.shape[1]:    # (W is packed: `forward_plan`)
+        packed_gemm(x2, Wp, out2, False)                  # the whole batch: one product of T B rows
+    elif fill & PROJECT_OWN:
+        packed_gemm(x[:, r0:r1], Wp, out[:, r0:r1], False)
     for a in range(k0, k1, block):
         b = min(k1, a + block)
         _projection(x2[a:b], W, Wp, out2[a:b])
         store_release(sync, q * SYNC_STRIDE + PROJECTED, b)
     if fill & PACK_UT:
         pack(U, UTp, True)
-
-
-@jit
-def project_steps(x, Wp, out, fill, t, block, r0, r1):
-    """Where fill says PROJECT_OWN, at the first step of each block: out = x W for batch rows
-    r0:r1 of the block's steps (`block` rows of x W, whole steps), W packed as Wp. A block
-    projected just before its steps run is still in L2 when they read it (all T steps at once:
-    at 16, 200, 64, 64 each thread's x W, 1.6 MB, came back from L3; the forward 1.40 -> 1.33
-    ms)."""
-    if fill & PROJECT_OWN:
-        steps = max(1, -(-block // max(1, r1 - r0)))
-        if t % steps == 0:
-            t1 = min(x.shape[0], t + steps)
-            packed_gemm(x[t:t1, r0:r1], Wp, out[t:t1, r0:r1], False)
 
 
 @jit

@@ -15,8 +15,8 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args,
-                                    step_args, step_product)
+                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
@@ -47,9 +47,8 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, len
     after the projection) where fill says so (`common.project`); b (2, 3H), rz_shift (2H,) from
     `_rz_shift`; lengths (B,) int64. Fills gates with r, z, n, hu, hs, y."""
     T, B, G = gates.shape
-    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # packs; x_t W (runs of rows)
+    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
-        project_steps(x, Wp, gates, fill, t, block, r0, r1)                 # x_t W (own rows, blocks of steps)
         step_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, sync, (t + 1) * B)   # h_{t-1} U
         for r in range(r0, r1):
             hp, hn, yr = hs[t, r], hs[t + 1, r], y[t, r]

@@ -20,8 +20,8 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args,
-                                    step_args, step_product)
+                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
@@ -62,9 +62,8 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
     wide_vectors()
     T, B, G = gates.shape
     H = G // 4
-    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # packs; x_t W (runs of rows)
+    project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
-        project_steps(x, Wp, gates, fill, t, block, r0, r1)                 # x_t W (own rows, blocks of steps)
         step_product(hs[t][r0:r1], U, Up, gates[t][r0:r1], True, sync, (t + 1) * B)   # z_t = x_t W + h_{t-1} U
         for r in range(r0, r1):
             hp, cp, hn, cn, yr = hs[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], y[t, r]

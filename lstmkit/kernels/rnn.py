@@ -12,8 +12,8 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, project_steps, recurrent_product, sequence_args,
-                                    step_args, step_product)
+                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
 
 threads.apply_env()
@@ -38,9 +38,8 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0,
     after the projection) where fill says so (`common.project`); b (H,); lengths (B,) int64.
     Fills a with tanh(a_t + b), hs and y."""
     T, B, H = a.shape
-    project(x, W, Wp, U, Up, UTp, fill, a, k0, k1, block, r0, r1, sync, q)   # packs; x_t W (runs of rows)
+    project(x, W, Wp, U, Up, UTp, fill, a, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
-        project_steps(x, Wp, a, fill, t, block, r0, r1)                 # x_t W (own rows, blocks of steps)
         step_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, sync, (t + 1) * B)   # + h_{t-1} U
         for r in range(r0, r1):
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
