@@ -320,11 +320,12 @@ def backward_plan(T, B, I, H, G, parts, dtype):
     BPTT, the steps per block of the sums a thread does beside BPTT (0: none), and whether each
     thread does the products of its own batch rows. With parts threads on the batch, each does
     the products of its own rows where their partial dW and dU are small (OWN_GRADS_MAX_BYTES;
-    gemm_tn, W^T packed), else its columns of dW and dU over all rows. A batch too small to split (parts 1)
-    runs BPTT on one thread while a second sums all of dW and dU over the steps BPTT has finished,
-    block by block in a fixed order (so that the sums do not depend on timing), given at least
-    PIPELINE_MIN_FLOPS of products (at 1, 100, 128, 128 the backward takes 0.41 ms against 0.61
-    on one thread)."""
+    gemm_tn, W^T packed: at 32, 100, 256, 256, 2 MB each, the backward 3% faster; at 64, 100,
+    512, 512, 8 MB, 2-3% slower), else its columns of dW and dU over all rows. A batch too small
+    to split (parts 1) runs BPTT on one thread while a second sums all of dW and dU over the
+    steps BPTT has finished, block by block in a fixed order (so that the sums do not depend on
+    timing), given at least PIPELINE_MIN_FLOPS of products (at 1, 100, 128, 128 the backward
+    takes 0.41 ms against 0.61 on one thread)."""
     if parts == 1 and threads.get_num_threads() > 1 and 4 * T * B * (I + H) * G >= PIPELINE_MIN_FLOPS:
         return [(0, B), (B, B)], [(0, 0), (0, 0)], [0, -(-PIPELINE_ROWS // B)], False
     own = parts > 1 and _by_gemm_tn(H, dtype) and packed_shape((I, G), dtype, TILE_ROWS, True) is not None and \
@@ -338,7 +339,7 @@ PROJECTED, PROJECT_FROM, PROJECT_TO = 3, 4, 5   # slots of a thread's line in sy
 BPTT_AT = 6                                     # slot: the step a thread's BPTT has reached
 PIPELINE_MIN_FLOPS = 2e6     # products worth a thread of their own beside a recurrence on one thread
 PIPELINE_ROWS = 16           # T B rows per block of the weight gradients' products beside BPTT
-OWN_GRADS_MAX_BYTES = 1 << 19   # a thread's partial dW and dU up to this size: products of its own rows
+OWN_GRADS_MAX_BYTES = 1 << 22   # a thread's partial dW and dU up to this size: products of its own rows
 
 
 def projection_sync(projections):
