@@ -12,10 +12,12 @@ forward   x_t W for all steps (`project`: `core.packed_gemm` on W packed into co
           product (`recurrent_product`) uses an 8 x 32 register tile on U packed once per call
           for float32 runs of 8 rows or more, a 1 x 128 one for smaller batches (when the columns
           fill the panels), else BLAS; float64 uses BLAS.
-backward  BPTT of the thread's batch rows, then, after one barrier (they read every row), the
-          thread's share of the products over all steps (`finish_backward`): rows of dx = dxw W^T
-          (BLAS) and column panels of dW = x^T dxw and dU = h_{t-1}^T dhu (`core.gemm_tn` for
-          float32 with H a multiple of 32, else BLAS).
+backward  BPTT of the thread's batch rows, then the products over all steps
+          (`finish_backward`): where the weight gradients are small, each thread's own rows (its
+          rows of dx = dxw W^T on W^T packed, and a partial [dW; dU] = [x h_{t-1}]^T dz by
+          `core.gemm_tn`, summed over the threads after one barrier); else, after one barrier
+          (they read every row), its share: rows of dx (BLAS) and column panels of dW = x^T dxw
+          and dU = h_{t-1}^T dhu (`core.gemm_tn` for float32 with H a multiple of 32, else BLAS).
 small     A batch too small to split among the threads (`batch_parts`) runs its recurrence on one
 batches   thread while a second projects x W ahead of it (forward) or sums dW and dU over the
           steps BPTT has finished (backward): `forward_plan`, `backward_plan`.
@@ -184,8 +186,9 @@ def _by_gemm_tn(H, dtype):
 
 def weight_grad_scratch(M, H, cols, dtype):
     """The (shape, dtype) of gemm_tn's scratch for a thread's columns cols = (c0, c1) of the
-    weight gradients, rows of M (I + H where dW and dU are one product, else max(I, H)), or of
-    empty arrays when they go to BLAS or the thread has none."""
+    weight gradients, M rows of a (I + H for a thread's own rows, where the LSTM and RNN do dW and
+    dU as one product, else max(I, H)), or of empty arrays when they go to BLAS or the thread has
+    none."""
     by_gemm_tn = _by_gemm_tn(H, dtype) and cols[1] > cols[0]
     return gemm_tn_scratch(M if by_gemm_tn else 0, (cols[1] - cols[0]) // TILE_COLS, dtype)
 
@@ -275,7 +278,7 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     grad_specs, call_specs, jobs, sync_start, ut_shape = _backward_layout(
         T, B, I, *U.shape, x.dtype, bias_shape, threads.get_num_threads())
     dx, dW, dU, db = buffers.empty_group(*grad_specs)               # one block: any of them keeps it
-    dbs, sync, partials, *scratch = buffers.empty_group(*call_specs)   # this call's
+    dbs, sync, partials, WTp, *scratch = buffers.empty_group(*call_specs)   # this call's
     dbs.fill(0)                                                     # (one row per thread: no two add to one)
     sync[:] = sync_start
     UTp = cache.get("UTp")                                          # packed by the forward, if its layout fits
@@ -286,7 +289,7 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
         pack(U, UTp, True)
     threads.blas_single()
     threads.run_parallel(part, [(x, W, U, UTp, *cell_args, dx, dW, dU, dbs[q],
-                                 (*scratch[3 * q:3 * q + 3], partials), sync, *job)
+                                 (*scratch[2 * q:2 * q + 2], WTp, partials), sync, *job)
                                 for q, job in enumerate(jobs)], sync)
     np.add.reduce(dbs, axis=0, dtype=np.float64, out=db)
     return dx, dW, dU, db
@@ -296,20 +299,20 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
 def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
     """What `backward_on_threads` does for these shapes on n_threads, worked out once (as
     `_forward_layout`): the (shape, dtype) of dx, dW, dU and db, and of the threads' db (float64),
-    sync, the threads' partial weight gradients (`finish_backward`; empty unless each does its own
-    rows) and each thread's gemm_tn scratch and W^T packed (empty unless its own), each thread's
-    (q, r0, r1, c0, c1, block), what sync starts as, and the shape of U^T packed (or None)."""
+    sync, the threads' partial weight gradients and W^T packed (`finish_backward`; empty unless
+    each thread does its own rows) and each thread's gemm_tn scratch, each thread's (q, r0, r1,
+    c0, c1, block), what sync starts as, and the shape of U^T packed (or None)."""
     parts = batch_parts(B, H, G, dtype)
     batch_runs, columns, blocks, own = backward_plan(T, B, I, H, G, parts, dtype)
     sync = barrier_array(len(batch_runs))
     sync[BPTT_AT::SYNC_STRIDE] = T                    # (no BPTT step done yet)
     grad_specs = (((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), (bias_shape, dtype))
     call_specs = [((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype),
-                  ((parts, I + H, G) if own else (0, 0, 0), dtype)]
+                  ((parts, I + H, G) if own else (0, 0, 0), dtype),
+                  (packed_shape((I, G), dtype, TILE_ROWS, True) if own else (0, 0, TILE_COLS), dtype)]
+    rows = I + H if own else max(I, H)
     for (c0, c1), block in zip(columns, blocks):
-        rows = I + H if own else max(I, H)
         call_specs += weight_grad_scratch(rows, H, (0, G) if block or own else (c0, c1), dtype)
-        call_specs.append((packed_shape((I, G), dtype, TILE_ROWS, True) if own else (0, 0, TILE_COLS), dtype))
     jobs = tuple((q, r0, r1, c0, c1, block)
                  for q, ((r0, r1), (c0, c1), block) in enumerate(zip(batch_runs, columns, blocks)))
     return grad_specs, tuple(call_specs), jobs, sync, packed_shape((H, G), dtype, B // parts, True)
@@ -427,31 +430,32 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0
     dU = h_{t-1}^T dhu. x (T, B, I), hs (T+1, B, H) (h_{t-1} = hs[t]), dxw, dhu (T, B, G) the
     gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN); scratch = (ap,
     bp, WTp, partials): ap, bp for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use
-    BLAS, WTp (I/32, G, 32) for W^T packed and partials (threads, I + H, G), both empty unless
-    each thread does its own rows.
+    BLAS, WTp (I/32, G, 32) for W^T packed and partials (threads, I + H, G), both shared by the
+    threads and empty unless each thread does its own rows.
 
     Where partials is not empty, each thread does the products of its own batch rows r0:r1, which
-    its BPTT has just written (its rows of dx, and its partial [dW; dU] into partials[q]), then,
-    after a barrier, sums columns c0:c1 of the partials into dW and dU in thread order (at 16,
-    200, 64, 64 the backward 2.8 -> 2.4 ms: the shares of all rows read half of dz from the
-    other core).
-    A thread with block > 0 (and no BPTT rows) first sums all of dW and dU, over blocks of
-    `block` steps as BPTT finishes them, from the last step down. Otherwise, after a barrier (the
-    products read every row), each thread does its run of the rows of dx and, unless a thread did
-    them beside BPTT, columns c0:c1 of dW and dU."""
+    its BPTT has just written: its partial [dW; dU] into partials[q] and, after a barrier (the
+    threads pack a run of the panels of W^T each before it), its rows of dx; then it sums columns
+    c0:c1 of the partials into dW and dU in thread order (at 16, 200, 64, 64 the backward 2.8 ->
+    2.4 ms: the shares of all rows read half of dz from the other core).
+    Otherwise: a thread with block > 0 (and no BPTT rows) first sums all of dW and dU, over
+    blocks of `block` steps as BPTT finishes them, from the last step down. Then, after a barrier
+    (the products read every row), each thread does its run of the rows of dx and, unless a thread
+    did them beside BPTT, columns c0:c1 of dW and dU."""
     T, B, I = x.shape
     G = dxw.shape[2]
     ap, bp, WTp, partials = scratch
     if partials.shape[0]:
-        pack(W, WTp, True)
-        packed_gemm(dxw[:, r0:r1], WTp, dx[:, r0:r1], False)
         xq, hq, P = x[:, r0:r1], hs[:T, r0:r1], G // TILE_COLS
         if dxw.ctypes.data == dhu.ctypes.data:       # [dW; dU] = [x h]^T dz in one product
             gemm_tn(xq, hq, dxw[:, r0:r1], partials[q], 0, P, ap, bp, False)
         else:
             gemm_tn(xq, xq[:, :, :0], dxw[:, r0:r1], partials[q, :I], 0, P, ap, bp, False)
             gemm_tn(hq, hq[:, :, :0], dhu[:, r0:r1], partials[q, I:], 0, P, ap, bp, False)
+        p0, p1 = run_of(WTp.shape[0], partials.shape[0], q, 1)
+        pack(W[p0 * TILE_COLS:p1 * TILE_COLS], WTp[p0:p1], True)
         barrier(sync, q, 1)
+        packed_gemm(dxw[:, r0:r1], WTp, dx[:, r0:r1], False)
         _sum_partials(partials, dW, dU, c0, c1)
         finished(sync, q)
         return

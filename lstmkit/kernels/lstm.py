@@ -1,7 +1,7 @@
 """The fast LSTM: same functions, signatures and results as `lstmkit.cells.lstm`, compiled. How the
 work is split among threads and which products run where: `lstmkit.kernels.common`. Per step,
 vectorised passes over each row apply the four nonlinearities at once, update c and h and store
-what BPTT needs; backward, a few passes per row give the gate gradients dz. See
+what BPTT needs; backward, one pass per row (compiled for each H) gives the gate gradients dz. See
 `lstmkit.cells.lstm` for the equations.
 
 Buffers (time-major, as in the reference; from `buffers`, recycled between calls):
