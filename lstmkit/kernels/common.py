@@ -9,7 +9,7 @@ forward   x_t W for all steps (`project`: `core.packed_gemm` on W packed into co
           rows, published as it goes); then the recurrence of the thread's own batch rows
           (`runs`), each step once its rows of x W are there (`step_product`): rows never meet
           inside a layer, so no thread waits for another inside the time loop. The per-step
-          product (`recurrent_product`) uses an 8 x 32 register tile on U packed once per call
+          product (`product`) uses an 8 x 32 register tile on U packed once per call
           for float32 runs of 8 rows or more, a 1 x 128 one for smaller batches (when the columns
           fill the panels), else BLAS; float64 uses BLAS.
 backward  BPTT of the thread's batch rows, then the products over all steps
@@ -379,24 +379,15 @@ def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, r0, r1, sync, q):
         packed_gemm(x[:, r0:r1], Wp, out[:, r0:r1], False)
     for a in range(k0, k1, block):
         b = min(k1, a + block)
-        _projection(x2[a:b], W, Wp, out2[a:b])
+        product(x2[a:b], W, Wp, out2[a:b], False, False)
         store_release(sync, q * SYNC_STRIDE + PROJECTED, b)
     if fill & PACK_UT:
         pack(U, UTp, True)
 
 
 @jit
-def _projection(x, W, Wp, out):
-    """out = x W for rows x (M, I) on W packed as Wp or, Wp empty, by BLAS."""
-    if Wp.shape[0]:
-        packed_gemm(x, Wp, out, False)
-    else:
-        gemm(x, W, out, 0.0, False, False)
-
-
-@jit
 def step_product(h, U, Up, out, accumulate, sync, rows):
-    """out (+)= h U for a thread's rows of one forward step (`recurrent_product`), once the first
+    """out (+)= h U for a thread's rows of one forward step (`product`), once the first
     `rows` rows of x W are projected, by whichever threads project them (out may hold them)."""
     for p in range(sync.size // SYNC_STRIDE):
         line = p * SYNC_STRIDE
@@ -405,13 +396,13 @@ def step_product(h, U, Up, out, accumulate, sync, rows):
             spins = 0
             while load_acquire(sync, line + PROJECTED) < need:
                 spins = spin_turn(spins)
-    recurrent_product(h, U, Up, out, accumulate, False)
+    product(h, U, Up, out, accumulate, False)
 
 
 @jit
-def recurrent_product(a, U, Up, out, accumulate, transpose):
-    """out (+)= a @ U (U^T when transpose): the per-step product of a thread's rows, on U (or U^T)
-    packed as Up, or, Up empty, by BLAS. Added to out where accumulate, else written."""
+def product(a, U, Up, out, accumulate, transpose):
+    """out (+)= a @ U (U^T when transpose) on U (or U^T) packed as Up, or, Up empty, by BLAS: the
+    per-step products of a thread's rows, and x W. Added to out where accumulate, else written."""
     if Up.shape[0]:
         packed_gemm(a, Up, out, accumulate)
     else:

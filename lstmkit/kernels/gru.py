@@ -15,7 +15,7 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    forward_on_threads, product, project, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
@@ -101,7 +101,7 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
             for j in range(G):
                 db[0, j] += gx[j]
                 db[1, j] += gh[j]
-        recurrent_product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} += dhu_t U^T
+        product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} += dhu_t U^T
         bptt_at(sync, q, t)
     finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dxw W^T, dW, dU
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    forward_on_threads, product, project, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 
@@ -121,7 +121,7 @@ def _backward_part(H):
                     dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
                 for j in range(G):
                     db[j] += d[j]
-            recurrent_product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
+            product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
             bptt_at(sync, q, t)
         finish_backward(x, hs, dz, dz, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dz W^T, dW, dU
     return part

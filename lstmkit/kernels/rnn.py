@@ -12,7 +12,7 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, project, recurrent_product, sequence_args, step_args,
+                                    forward_on_threads, product, project, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
 
@@ -76,7 +76,7 @@ def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, scr
             for j in range(H):
                 dhr[j] = 0.0                                     # the product below adds da_t U^T
                 db[j] += d[j]
-        recurrent_product(da[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = da_t U^T (+ frozen)
+        product(da[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = da_t U^T (+ frozen)
         bptt_at(sync, q, t)
     finish_backward(x, hs, da, da, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = da W^T, dW, dU
 
