@@ -286,11 +286,12 @@ def test_forked_child_runs_after_parent_used_threads():
 
 
 @pytest.mark.parametrize("K,M,N,p0,p1", [(1, 1, 32, 0, 1), (7, 5, 64, 0, 2), (300, 13, 96, 1, 3),
-                                         (600, 64, 128, 0, 4), (257, 9, 64, 0, 1), (0, 5, 64, 0, 2)])
+                                         (600, 64, 128, 0, 4), (257, 9, 64, 0, 1), (0, 5, 64, 0, 2),
+                                         (300, 530, 64, 0, 2)])
 def test_weight_gradient_product(K, M, N, p0, p1):
-    # gemm_tn: c[:, panels p0..p1] (+)= a^T b in blocks of 256 values of k, M not a multiple of 8;
-    # the other panels of c are left alone, a may be a strided view; K = 0 gives zeros (or adds
-    # nothing).
+    # gemm_tn: c[:, panels p0..p1] (+)= a^T b in blocks of 256 values of k, M not a multiple of 8
+    # (M = 530: 67 tiles of rows, run 64 at a time); the other panels of c are left alone, a may
+    # be a strided view; K = 0 gives zeros (or adds nothing).
     from lstmkit.kernels import buffers
     from lstmkit.kernels.core import gemm_tn, gemm_tn_scratch
     rng = np.random.default_rng(K + M)
