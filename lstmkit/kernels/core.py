@@ -316,12 +316,16 @@ def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b
         hint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
             ir.VoidType(), [cgutils.voidptr_t] + [ir.IntType(32)] * 3), "llvm.prefetch.p0i8")
         line = 64 // (4 if dtype == types.float32 else 8)       # values per cache line
-        with builder.if_then(keep):          # C is added at the end: fetch it meanwhile (write, L1)
+
+        def fetch(row, write):
+            """Ask for the cache lines of COLS values from row into L1 (locality 3, data)."""
+            for v in range(0, COLS, line):
+                builder.call(hint, [builder.bitcast(builder.gep(row, [const(v)]), cgutils.voidptr_t),
+                                    *(ir.Constant(ir.IntType(32), i) for i in (int(write), 3, 1))])
+
+        with builder.if_then(keep):          # C is added at the end: fetch it meanwhile
             for r in range(ROWS):
-                for v in range(0, COLS, line):
-                    builder.call(hint, [builder.bitcast(builder.gep(crow[r], [const(v)]), cgutils.voidptr_t),
-                                        *(ir.Constant(ir.IntType(32), i) for i in (1, 3, 1))])
-        init = [[zero] * nvec for _ in range(ROWS)]
+                fetch(crow[r], True)
         entry = builder.block
         loop = builder.append_basic_block("tile.loop")
         done = builder.append_basic_block("tile.done")
@@ -334,10 +338,7 @@ def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b
               for v in range(nvec)]
         zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
         if prefetch:
-            ahead = builder.gep(brow, [builder.mul(const(prefetch), b_ks)])
-            for v in range(0, COLS, line):      # read, into L1 (locality 3), data
-                builder.call(hint, [builder.bitcast(builder.gep(ahead, [const(v)]), cgutils.voidptr_t),
-                                    *(ir.Constant(ir.IntType(32), i) for i in (0, 3, 1))])
+            fetch(builder.gep(brow, [builder.mul(const(prefetch), b_ks)]), False)
         kofs = builder.mul(k, a_ks)
         new = []
         for r in range(ROWS):
@@ -350,14 +351,14 @@ def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b
         k.add_incoming(k_next, loop)
         for r in range(ROWS):
             for v in range(nvec):
-                sums[r][v].add_incoming(init[r][v], entry)
+                sums[r][v].add_incoming(zero, entry)
                 sums[r][v].add_incoming(new[r][v], loop)
         builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
         builder.position_at_end(done)
         out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(ROWS)]
         for r in range(ROWS):
             for v in range(nvec):
-                out[r][v].add_incoming(init[r][v], entry)
+                out[r][v].add_incoming(zero, entry)
                 out[r][v].add_incoming(new[r][v], loop)
         for r in range(ROWS):
             with builder.if_then(builder.icmp_signed("<", const(r), n)):
