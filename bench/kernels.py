@@ -2,7 +2,8 @@
 process (DESIGN.md §5; its targets are the LSTM's).
 
 Training step = forward + backward of the sum of the outputs (gradients of x and all weights);
-inference = forward without gradients; streaming = 100 single steps at batch 1, H=256, carrying
+inference = forward without gradients (the LSTM's with keep_cache=False, as a layer runs when not
+training); streaming = 100 single steps at batch 1, H=256, carrying
 the state. Both sides run float32 on the same thread count, alternating, medians of --reps
 repetitions after warm-up, each timed call after 50 ms of untimed calls of the same side (see
 race). ratio = torch time / lstmkit time (> 1: lstmkit is faster).
@@ -99,8 +100,9 @@ class Cell:
         b_ih, b_hh = module.bias_ih_l0.detach().numpy(), module.bias_hh_l0.detach().numpy()
         return module, (W, U, np.stack([b_ih, b_hh]) if self.name == "gru" else b_ih + b_hh)
 
-    def forward(self, x, weights):
-        return getattr(self.ops, f"{self.name}_forward")(x, *weights)
+    def forward(self, x, weights, keep_cache=True):
+        flag = {"keep_cache": keep_cache} if self.name == "lstm" else {}   # (the GRU and RNN always keep it)
+        return getattr(self.ops, f"{self.name}_forward")(x, *weights, **flag)
 
     def train(self, x, weights):
         y, _, cache = self.forward(x, weights)
@@ -134,7 +136,7 @@ def bench_shape(B, T, I, H, reps, cell, torch):
             module(xt)
 
     ours_tr, torch_tr = race(lambda: cell.train(x, weights), torch_train, reps)
-    ours_inf, torch_inf = race(lambda: cell.forward(x, weights), torch_infer, reps)
+    ours_inf, torch_inf = race(lambda: cell.forward(x, weights, keep_cache=False), torch_infer, reps)
     flops = 3 * 2 * T * B * (I + H) * cell.gates * H   # forward 2 gemm-FLOPs per weight per row, backward 2x
     return dict(B=B, T=T, I=I, H=H, train_ratio=torch_tr / ours_tr, infer_ratio=torch_inf / ours_inf,
                 train_gflops=flops / ours_tr / 1e9, torch_train_ms=torch_tr * 1e3,

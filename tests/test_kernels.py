@@ -422,6 +422,30 @@ def test_every_thread_count_gives_the_same_numbers(kernel_threads, n, T, B, I, H
     check(T, B, I, H, dtype, seed=n + H, lengths=[T] * (B - 2) + [1, 0], against_torch=False)
 
 
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("T,B,I,H,dtype,lengths", [
+    (1, 3, 4, 5, np.float64, None),                      # one step: no ring
+    (2, 3, 4, 5, np.float64, [2, 1, 0]),                 # the final state in ring row 0
+    (7, 16, 64, 64, np.float32, [7] * 13 + [6, 1, 0]),   # 16 rows split between threads
+    (60, 1, 128, 64, np.float32, None),                  # batch 1: x W projected beside the recurrence
+    (33, 5, 9, 32, np.float32, [33, 20, 1, 0, 32])])
+def test_inference_forward_keeps_no_cache_and_gives_the_same_numbers(kernel_threads, n, T, B, I, H, dtype, lengths):
+    # keep_cache=False (a layer that is not training) keeps h and c of two steps only, in a ring:
+    # the outputs and final states are those of a training forward, bit for bit, and the
+    # reference's within the tolerance.
+    kernel_threads(n)
+    _, (x, W, U, b, h0, c0), _ = make_case(T, B, I, H, dtype, seed=T + B)
+    train_y, train_states, cache = fast.lstm_forward(x, W, U, b, h0, c0, lengths=lengths)
+    y, states, none = fast.lstm_forward(x, W, U, b, h0, c0, lengths=lengths, keep_cache=False)
+    ref_y, ref_states, ref_none = ref.lstm_forward(x, W, U, b, h0, c0, lengths=lengths, keep_cache=False)
+    assert cache is not None and none is None and ref_none is None
+    np.testing.assert_array_equal(y, train_y)
+    for ours, train, reference in zip(states, train_states, ref_states):
+        np.testing.assert_array_equal(ours, train)
+        assert rel_error(ours, reference) < (1e-10 if dtype == np.float64 else 1e-5)
+    assert rel_error(y, ref_y) < (1e-10 if dtype == np.float64 else 1e-5)
+
+
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize("T,B,I,H,dtype", [(120, 3, 40, 64, np.float32),   # packed x W, gemm_tn
                                            (120, 3, 30, 20, np.float32),   # 4H = 80: BLAS products

@@ -75,6 +75,27 @@ def test_stateful_calls_continue_one_sequence(impl):
         parts.forward(x[:1, :2])
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_backward_after_an_inference_forward_runs_it_again(impl):
+    # Not training, the layer keeps nothing for backward (the kernels skip it); a backward then
+    # runs the forward again from the same input and states: the gradients of a training forward.
+    x = np.random.default_rng(0).standard_normal((3, 5, 2))
+    mask = np.array([[True] * 5, [True] * 3 + [False] * 2, [True] * 5])
+    state = [np.full((3, 4), 0.5), np.full((3, 4), -0.25)]
+    grads = {}
+    for training in (True, False):
+        layer = LSTM(4, return_sequences=True, stateful=True, impl=impl, dtype="float64")
+        layer.build((None, 2), np.random.default_rng(1))
+        layer.reset_states(state)
+        out = layer.forward(x, training=training, mask=mask)
+        assert (layer._cache is None) == (not training)
+        dx = layer.backward(np.cos(out))
+        grads[training] = [out, dx, *(layer.grads[name] for name in ("kernel", "recurrent_kernel", "bias")),
+                           *layer.initial_state_grads]
+    for trained, inferred in zip(grads[True], grads[False]):
+        np.testing.assert_array_equal(inferred, trained)
+
+
 def test_defaults_and_initialisers():
     layer = LSTM(5)
     assert layer.impl == "fast" and layer.dtype == np.float32

@@ -66,10 +66,11 @@ def check_args(x, W, U, b, h0, lengths, gates, b_shape):
     return T, B, I, H
 
 
-def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
+def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None, keep_cache=True):
     """Run the LSTM over x (T, B, I).
 
-    Returns y (T, B, H) every hidden state, (h_T, c_T) each (B, H), and the cache for backward.
+    Returns y (T, B, H) every hidden state, (h_T, c_T) each (B, H), and the cache for backward
+    (None where keep_cache is False: inference, as in the fast kernel).
     """
     T, B, _, H = check_args(x, W, U, b, h0, lengths, 4, lambda H: (4 * H,))
     if c0 is not None and np.shape(c0) != (B, H):
@@ -100,6 +101,8 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None):
         y[t] = m * h_new
         h = m * h_new + (1 - m) * h           # finished sequences keep their state
         c = m * c_new + (1 - m) * c
+    if not keep_cache:
+        return y, (h, c), None
     cache = dict(x=x, W=W, U=U, gates=gates, h_prev=h_prev, c_prev=c_prev, tanh_c=tanh_c, mask=mask)
     return y, (h, c), cache
 

@@ -201,7 +201,7 @@ def weight_grad_columns(G, H, parts, dtype):
 
 # --- the calls on the threads ---------------------------------------------------------------------
 
-def forward_on_threads(part, x, W, U, cell_args, lengths):
+def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True):
     """Run part(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
     on the threads as `forward_plan` splits the work: thread q projects x W for its batch rows
     r0:r1 of every step (fill PROJECT_OWN) or rows k0:k1 of the T B rows, `block` rows at a time,
@@ -209,11 +209,11 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
     (`project`, `step_product`). x (T, B, I), W (I, G), U (H, G).
 
     Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
-    the projecting thread also packs U^T for the backward, returned (else None). Otherwise W and
-    U are packed here, once for all threads."""
+    the projecting thread also packs U^T for the backward (unless not for_backward), returned
+    (else None). Otherwise W and U are packed here, once for all threads."""
     T, B, I = x.shape
     specs, ut_shape, jobs, sync_start, pipelined = _forward_layout(T, B, I, *U.shape, x.dtype,
-                                                                   threads.get_num_threads())
+                                                                   threads.get_num_threads(), for_backward)
     Wp, Up, sync = buffers.empty_group(*specs)
     UTp = buffers.empty(ut_shape, x.dtype) if ut_shape else use_blas(x.dtype)   # (kept by the cache)
     sync[:] = sync_start
@@ -229,7 +229,7 @@ def forward_on_threads(part, x, W, U, cell_args, lengths):
 
 
 @functools.lru_cache(maxsize=256)
-def _forward_layout(T, B, I, H, G, dtype, n_threads):
+def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward):
     """What `forward_on_threads` does for these shapes on n_threads, worked out once (the Python
     around a call runs with cold caches, microseconds per operation): the (shape, dtype) of W and
     U packed (empty: BLAS or not packed) and of sync, the shape of U^T packed for the backward
@@ -239,7 +239,7 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads):
     w_shape, u_shape = projection_shape((I, G), dtype, T * B), packed_shape((H, G), dtype, B // parts, False)
     projections, batch_runs, block, own = forward_plan(T, B, I, G, parts, w_shape is not None)
     pipelined = len(batch_runs) > parts
-    ut_shape = packed_shape((H, G), dtype, B, True) if pipelined else None
+    ut_shape = packed_shape((H, G), dtype, B, True) if pipelined and for_backward else None
     sync = projection_sync(projections)
     packs = tuple((shape or (0, 0, TILE_COLS), dtype) for shape in (w_shape, u_shape))
     fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)] if pipelined else \

@@ -22,12 +22,12 @@ class LSTM(Recurrent):
         b[self.units:2 * self.units] = 1.0   # unit_forget_bias
         return b
 
-    def run_forward(self, x, states, lengths):
+    def run_forward(self, x, states, lengths, keep_cache):
         ops = self.ops()
         p = self.params
         y, (h, c), cache = ops.lstm_forward(x, p["kernel"], p["recurrent_kernel"], p["bias"],
-                                            states[0], states[1], lengths=lengths)
-        return y, [h, c], (ops, cache)
+                                            states[0], states[1], lengths=lengths, keep_cache=keep_cache)
+        return y, [h, c], None if cache is None else (ops, cache)
 
     def run_backward(self, dy, dstates, cache):
         ops, cache = cache

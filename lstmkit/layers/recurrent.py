@@ -86,8 +86,10 @@ class Recurrent(Layer):
         """The bias before training."""
         return np.zeros(self.gates * self.units)
 
-    def run_forward(self, x, states, lengths):
-        """Time-major x (T, B, I), states list of (B, H) -> y (T, B, H), final states list, cache."""
+    def run_forward(self, x, states, lengths, keep_cache):
+        """Time-major x (T, B, I), states list of (B, H) -> y (T, B, H), final states list, cache.
+        keep_cache False (not training): a kernel may keep nothing for backward and give None
+        (the LSTM's does; the GRU's and RNN's always keep it)."""
         p = self.params
         ops = self.ops()
         forward = getattr(ops, f"{self.cell}_forward")
@@ -165,7 +167,9 @@ class Recurrent(Layer):
             self._drop = (keep / (1.0 - self.dropout)).astype(self.dtype)
             x = x * self._drop
         # fresh time-major copies: kernels may read BLAS strides even from axes of length 1
-        y, finals, self._cache = self.run_forward(x.transpose(1, 0, 2).copy(), states, lengths)
+        x = x.transpose(1, 0, 2).copy()
+        y, finals, self._cache = self.run_forward(x, states, lengths, bool(training))
+        self._replay = (x, states, lengths) if self._cache is None else None   # for a backward after all
         self._shape = (B, T)
         if self.stateful:
             self.states = [s.copy() for s in finals]
@@ -207,6 +211,9 @@ class Recurrent(Layer):
         elif self._carry is not None:             # padded steps repeat the final h (the cell ignores dy there)
             dstates[0] += (d * self._carry[:, :, None]).sum(axis=1)
         dy = d.transpose(1, 0, 2).copy()
+        if self._cache is None:      # a forward that was not training kept nothing: run it again, keeping it
+            self._cache = self.run_forward(*self._replay, True)[2]
+            self._replay = None
         dx, grads, self.initial_state_grads = self.run_backward(dy, dstates, self._cache)
         for name, g in zip(("kernel", "recurrent_kernel", "bias"), grads):
             self.set_grad(name, g)
