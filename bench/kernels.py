@@ -3,10 +3,10 @@ process (DESIGN.md §5; its targets are the LSTM's).
 
 Training step = forward + backward of the sum of the outputs (gradients of x and all weights);
 inference = forward without gradients (the LSTM's with keep_cache=False, as a layer runs when not
-training); streaming = 100 single steps at batch 1, H=256, carrying
-the state. Both sides run float32 on the same thread count, alternating, medians of --reps
-repetitions after warm-up, each timed call after 50 ms of untimed calls of the same side (see
-race). ratio = torch time / lstmkit time (> 1: lstmkit is faster).
+training); streaming = 100 single steps at batch 1, H=256, carrying the state. Both sides run
+float32 on the same thread count, alternating, medians of --reps repetitions after warm-up, each
+timed call after 50 ms of untimed calls of the same side (see race). ratio = torch time / lstmkit
+time (> 1: lstmkit is faster).
 
     python bench/kernels.py [--cell lstm|gru|rnn] [--threads 2] [--reps 7] [--json FILE] [--quick]
                             [--clock wall|thread]

@@ -233,8 +233,8 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward):
     """What `forward_on_threads` does for these shapes on n_threads, worked out once (the Python
     around a call runs with cold caches, microseconds per operation): the (shape, dtype) of W and
     U packed (empty: BLAS or not packed) and of sync, the shape of U^T packed for the backward
-    (or None: not packed here, or not for_backward), each thread's (q, k0, k1, block, r0, r1) and fill, what sync starts as, and
-    whether the small-batch pipeline runs."""
+    (or None: not packed here, or not for_backward), each thread's (q, k0, k1, block, r0, r1)
+    and fill, what sync starts as, and whether the small-batch pipeline runs."""
     parts = batch_parts(B, H, G, dtype)
     w_shape, u_shape = projection_shape((I, G), dtype, T * B), packed_shape((H, G), dtype, B // parts, False)
     projections, batch_runs, block, own = forward_plan(T, B, I, G, parts, w_shape is not None)

@@ -166,7 +166,8 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None, keep_cache=True):
 
     Returns y (T, B, H) every hidden state, (h_T, c_T) each (B, H), and the cache for backward,
     or None where keep_cache is False (inference: h and c of only two steps are kept, tanh(c)
-    of one, and U^T is not packed; at 32, 100, 256, 256 the forward is 4-5% faster).
+    of one, and U^T is not packed; at 16, 200, 64, 64 the forward took 1.15-1.21 against
+    1.22-1.28 ms).
     """
     x, W, U, b, lens, H = sequence_args(x, W, U, b, lengths, 4, _bias_shape)
     T, B, _ = x.shape
@@ -180,8 +181,10 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None, keep_cache=True):
     UTp = forward_on_threads(_forward_part, x, W, U, (_gate_scale(H, dtype), b, gates, hs, cs, tanh_c, y), lens,
                              keep_cache)
     last = T if keep_cache else T % 2
-    cache = dict(x=x, W=W, U=U, UTp=UTp, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens) if keep_cache else None
-    return y, (hs[last].copy(), cs[last].copy()), cache
+    finals = hs[last].copy(), cs[last].copy()
+    if not keep_cache:
+        return y, finals, None
+    return y, finals, dict(x=x, W=W, U=U, UTp=UTp, gates=gates, hs=hs, cs=cs, tanh_c=tanh_c, lengths=lens)
 
 
 def lstm_backward(dy, dh_T, dc_T, cache):
