@@ -321,12 +321,14 @@ def test_weight_gradient_product_over_steps():
     gemm_tn(a, a[:, :, :0], b, c, 0, 3, *buffers.empty_group(*gemm_tn_scratch(40, 3, np.float32)), False)
     want = np.einsum("srm,srn->mn", a.astype(np.float64), b.astype(np.float64))
     assert rel_error(c, want) < 1e-5
-    a, a2 = x[:, 3:13, :37], x[:, 3:13, 5:16]   # [a a2]^T b: a and a2 share a tile; panels 1, 2 added
-    c = np.full((48, 96), 7.0, np.float32)
-    gemm_tn(a, a2, b, c, 1, 3, *buffers.empty_group(*gemm_tn_scratch(48, 2, np.float32)), True)
-    both = np.concatenate([a, a2], axis=2).astype(np.float64)
-    want = np.einsum("srm,srn->mn", both, b.astype(np.float64)) + 7.0
-    assert rel_error(c[:, 32:], want[:, 32:]) < 1e-5 and np.all(c[:, :32] == 7.0)
+    # [a a2]^T b, panels 1, 2 added: a and a2 share a tile (copied value by value), or each has
+    # whole tiles (copied 8 values at a time)
+    for a, a2 in [(x[:, 3:13, :37], x[:, 3:13, 5:16]), (x[:, 3:13, :24], x[:, 3:13, 16:40])]:
+        c = np.full((48, 96), 7.0, np.float32)
+        gemm_tn(a, a2, b, c, 1, 3, *buffers.empty_group(*gemm_tn_scratch(48, 2, np.float32)), True)
+        both = np.concatenate([a, a2], axis=2).astype(np.float64)
+        want = np.einsum("srm,srn->mn", both, b.astype(np.float64)) + 7.0
+        assert rel_error(c[:, 32:], want[:, 32:]) < 1e-5 and np.all(c[:, :32] == 7.0)
 
 
 def test_arbitrary_strides_on_length_one_axes():
