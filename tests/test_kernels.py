@@ -390,6 +390,37 @@ def test_packed_product_over_steps(S, B, r0, r1, K, width):
     assert rel_error(out, want) < 1e-5 and np.all(out[:, :r0] == 7.0) and np.all(out[:, r1:] == 7.0)
 
 
+@pytest.mark.parametrize("shape,K,accumulate", [((300,), 512, False), ((6, 24), 100, False),   # streamed
+                                               ((300,), 512, True), ((300,), 1100, False)])  # 3 blocks of k
+def test_packed_product_streamed(shape, K, accumulate):
+    # packed_gemm(..., stream=True) writes c = a @ U by non-temporal stores where c's tiles are
+    # 64-byte aligned, writing nothing else; otherwise (adding, several blocks of k, c not aligned)
+    # it writes as without stream. Either way the numbers are those of the plain product, bit
+    # for bit.
+    from lstmkit.kernels import buffers
+    from lstmkit.kernels.core import pack, packed_gemm
+    rng = np.random.default_rng(K)
+    N = 96
+    a = rng.standard_normal((*shape, K)).astype(np.float32)
+    U = rng.standard_normal((K, N)).astype(np.float32)
+    packed = np.empty((N // 32, K, 32), np.float32)
+    pack(U, packed, False)
+    start = rng.standard_normal((*shape, N)).astype(np.float32)
+    plain = start.copy()
+    packed_gemm(a, packed, plain, accumulate)
+    want = a.astype(np.float64) @ U + (start if accumulate else 0)
+    assert rel_error(plain, want) < 1e-5
+    aligned = buffers.empty((*shape, N + 16), np.float32)             # 128-byte aligned, rows of 448 bytes
+    misaligned = buffers.empty((np.prod(shape) * N + 1,), np.float32)[1:].reshape(*shape, N)
+    for out in (aligned[..., 16:], misaligned):
+        out[...] = start
+        if out is not misaligned:
+            aligned[..., :16] = 7.0
+        packed_gemm(a, packed, out, accumulate, True)
+        np.testing.assert_array_equal(out, plain)
+    assert np.all(aligned[..., :16] == 7.0)
+
+
 def test_fast_reciprocal_is_within_one_ulp():
     from numba import njit
     from lstmkit.kernels.core import FASTMATH, vrecip, wide_vectors
@@ -491,6 +522,26 @@ def test_split_batches_do_the_products_of_their_own_rows(kernel_threads, n):
     B = 8 * n + 1                                   # uneven runs (8, 9 or 8, 8, 9), a length 0
     assert common.batch_parts(B, H, 4 * H, np.float32) == n
     check(7, B, I, H, np.float32, seed=n, lengths=[7] * (B - 2) + [3, 0], against_torch=False)
+
+
+def test_large_projections_are_streamed(kernel_threads):
+    # From STREAM_MIN_BYTES of x W per thread, the threads that project their own rows write it by
+    # non-temporal stores: the same numbers as the reference and PyTorch, forward and backward,
+    # and as an inference forward.
+    from lstmkit.kernels import common
+    kernel_threads(2)
+    T, B, I, H = 128, 16, 32, 256                      # 4 MB of x W per thread
+    _, _, jobs, _, _ = common._forward_layout(T, B, I, H, 4 * H, np.dtype(np.float32), 2, True)
+    assert all(fill == common.PROJECT_OWN | common.STREAM_X_W for _, fill in jobs)
+    _, _, jobs, _, _ = common._forward_layout(T // 2, B, I, H, 4 * H, np.dtype(np.float32), 2, True)
+    assert all(fill == common.PROJECT_OWN for _, fill in jobs)
+    lengths = [T] * (B - 3) + [T - 9, 2, 1]             # (PyTorch takes no length 0)
+    check(T, B, I, H, np.float32, seed=5, lengths=lengths)
+    _, (x, W, U, b, h0, c0), _ = make_case(T, B, I, H, np.float32, seed=5)
+    y, states, _ = fast.lstm_forward(x, W, U, b, h0, c0, lengths=lengths)
+    y_inf, states_inf, _ = fast.lstm_forward(x, W, U, b, h0, c0, lengths=lengths, keep_cache=False)
+    for ours, train in zip((y_inf, *states_inf), (y, *states)):
+        np.testing.assert_array_equal(ours, train)
 
 
 def test_concurrent_callers_and_interleaved_caches(kernel_threads):

@@ -249,17 +249,19 @@ TILE_ROWS, TILE_COLS = 8, 32   # the packed product works on tiles of 8 rows x 3
 ROW_COLS = 128                 # the one-row product (batches under 8) on 128 columns at a time
 
 
-def _make_tile(ROWS, COLS, prefetch):
+def _make_tile(ROWS, COLS, prefetch, stream=False):
     """A compiled tile product of ROWS x COLS (float32: COLS / 16 vector registers per row), which
-    asks for B's rows `prefetch` values of k ahead into L1 (0: never)."""
+    asks for B's rows `prefetch` values of k ahead into L1 (0: never) and, where stream, writes
+    C (when not adding to it) by non-temporal stores."""
     def tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc):
-        return _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0,
-                             k1, acc)
-    tile.__name__ = f"_tile_{ROWS}x{COLS}"
+        return _tile_codegen(ROWS, COLS, prefetch, stream, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off,
+                             c_rs, k0, k1, acc)
+    tile.__name__ = f"_tile_{ROWS}x{COLS}{'_stream' if stream else ''}"
     return intrinsic(tile)
 
 
-def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc):
+def _tile_codegen(ROWS, COLS, prefetch, stream, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1,
+                  acc):
     """C[r, 0:COLS] (+)= sum over k in [k0, k1) of A[r, k] * B[k, 0:COLS] for the rows r < nrows of
     a ROWS x COLS tile, on flat element offsets into the data of arrays a, b, c:
 
@@ -360,12 +362,28 @@ def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b
             for v in range(nvec):
                 out[r][v].add_incoming(zero, entry)
                 out[r][v].add_incoming(new[r][v], loop)
-        for r in range(ROWS):
-            with builder.if_then(builder.icmp_signed("<", const(r), n)):
-                for v in range(nvec):
-                    at = builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr)
-                    old = builder.select(keep, builder.load(at, align=4), zero)
-                    builder.store(builder.fadd(old, out[r][v]), at, align=4)
+        nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+
+        def store(streamed):
+            """C (+)= the sums, or (streamed) C = the sums by non-temporal stores (64-byte aligned)."""
+            for r in range(ROWS):
+                with builder.if_then(builder.icmp_signed("<", const(r), n)):
+                    for v in range(nvec):
+                        at = builder.bitcast(builder.gep(crow[r], [const(width * v)]), vptr)
+                        if streamed:
+                            st = builder.store(out[r][v], at, align=64)
+                            st.set_metadata("nontemporal", nontemporal)
+                        else:
+                            old = builder.select(keep, builder.load(at, align=4), zero)
+                            builder.store(builder.fadd(old, out[r][v]), at, align=4)
+        if stream:
+            with builder.if_else(keep) as (added, streamed):
+                with added:
+                    store(False)
+                with streamed:
+                    store(True)
+        else:
+            store(False)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -373,6 +391,7 @@ def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b
 
 TILE_PREFETCH = 16   # the 8 x 32 tile asks for B's rows this many values of k ahead
 _tile = _make_tile(TILE_ROWS, TILE_COLS, TILE_PREFETCH)
+_tile_stream = _make_tile(TILE_ROWS, TILE_COLS, TILE_PREFETCH, True)
 _row = _make_tile(1, ROW_COLS, 0)
 
 
@@ -401,7 +420,7 @@ PACKED_DEPTH = 512       # values of k per block in packed_gemm when K is over t
 
 
 @jit
-def packed_gemm(a, packed, c, accumulate):
+def packed_gemm(a, packed, c, accumulate, stream=False):
     """c (M, N) (+)= a (M, K) @ U, with U given as packed (N/W, K, W) by `pack`: added to c where
     accumulate, else c = a @ U. Or, a (S, M, K) and c (S, M, N), the same for each of S steps
     (strided views, such as a thread's batch rows of every step). Rows have unit stride. Panels
@@ -409,13 +428,22 @@ def packed_gemm(a, packed, c, accumulate):
     where an 8-row tile would mostly compute rows it throws away). Loops: blocks of rows of a
     (PACKED_CHUNK values, kept in L2), then blocks of PACKED_DEPTH values of k when K is long
     (dz_t U^T at H = 1024 has K = 4096: a whole panel, 512 KB, would not stay in L2 while its
-    rows are done), then panels (each kept in L1 or L2 over the block's rows), then rows."""
+    rows are done), then panels (each kept in L1 or L2 over the block's rows), then rows.
+
+    stream: c = a @ U is written by non-temporal stores, which bypass the caches (where c is too
+    large to stay in them, they spare reading its lines in before writing them and keep the
+    panels and rows of a in L2: one core, 3200 x 512 @ 512 x 2048 into 26 MB, 161-168 against
+    142-152 GFLOP/s), given 8-row tiles, one block of k and c's tiles 64-byte aligned; a fence
+    at the end orders them before any later store (a release to another thread)."""
     a3, c3 = _as_steps(a), _as_steps(c)
     S, M, K = a3.shape
     P, _, W = packed.shape
     as0, lda = a3.strides[0] // a3.itemsize, leading_dim(a3[0])
     cs0, ldc = c3.strides[0] // c3.itemsize, leading_dim(c3[0])
     depth = K if K <= 2 * PACKED_DEPTH else PACKED_DEPTH
+    line = 64 // c3.itemsize
+    stream = (stream and not accumulate and depth == K and W == TILE_COLS and c3.ctypes.data % 64 == 0
+              and cs0 % line == 0 and ldc % line == 0)
     rows = max(TILE_ROWS, PACKED_CHUNK // max(depth, 1) // TILE_ROWS * TILE_ROWS)   # per block
     m_block = max(TILE_ROWS, min(rows, -(-M // TILE_ROWS) * TILE_ROWS))
     s_block = max(1, rows // max(M, 1))
@@ -430,12 +458,27 @@ def packed_gemm(a, packed, c, accumulate):
                     for s in range(s0, s1):
                         if W == TILE_COLS:
                             for r0 in range(m0, m1, TILE_ROWS):
-                                _tile(a3, s * as0 + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
-                                      c3, s * cs0 + r0 * ldc + p * W, ldc, k0, k1, acc)
+                                if stream:
+                                    _tile_stream(a3, s * as0 + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed,
+                                                 p * K * W, W, c3, s * cs0 + r0 * ldc + p * W, ldc, k0, k1, acc)
+                                else:
+                                    _tile(a3, s * as0 + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed,
+                                          p * K * W, W, c3, s * cs0 + r0 * ldc + p * W, ldc, k0, k1, acc)
                         else:
                             for r in range(m0, m1):
                                 _row(a3, s * as0 + r * lda, lda, 1, 1, packed, p * K * W, W,
                                      c3, s * cs0 + r * ldc + p * W, ldc, k0, k1, acc)
+    if stream:
+        _store_fence()
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """A full fence: orders every earlier store, non-temporal ones included (x86 mfence)."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.void(), codegen
 
 
 def _as_steps(a):
