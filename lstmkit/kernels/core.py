@@ -556,10 +556,10 @@ def gemm_tn(a, a2, b, c, p0, p1, ap, bp, accumulate):
     Per block of D = GEMM_TN_DEPTH values of k, the block of a is packed as (M/8, D, 8) tiles and
     the block of b as (panels, D, 32), both read row by row, so that the tiles read contiguous
     memory (rows of a and b are often 4 KB apart and would evict each other from L1), a vector
-    at a time (`_make_copy`; where M1 or M2 is not a multiple of 8, a's values one by one: at 16,
-    200, 64, 64 the backward took 1.79-1.91 against 1.97-2.04 ms copying values one by one). The tiles
-    then run GEMM_TN_TILES tiles of a at a time over all panels, so that those stay in L2 (one
-    core, K, M, N = 6400, 2048, 2048 on packed blocks: 142 -> 153 GFLOP/s)."""
+    at a time (`_make_copy`; a's values one by one where M1 or M2 is not a multiple of 8: at 16,
+    200, 64, 64 the backward took 1.79-1.91 ms against 1.97-2.04 with every value copied alone).
+    The tiles then run GEMM_TN_TILES tiles of a at a time over all panels, so that those stay in
+    L2 (one core, K, M, N = 6400, 2048, 2048 on packed blocks: 142 -> 153 GFLOP/s)."""
     a3, a23, b3 = _as_steps(a), _as_steps(a2), _as_steps(b)
     S, R, M1 = a3.shape
     M = M1 + a23.shape[2]
