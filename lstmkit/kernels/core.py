@@ -249,19 +249,18 @@ TILE_ROWS, TILE_COLS = 8, 32   # the packed product works on tiles of 8 rows x 3
 ROW_COLS = 128                 # the one-row product (batches under 8) on 128 columns at a time
 
 
-def _make_tile(ROWS, COLS, prefetch, stream=False):
+def _make_tile(ROWS, COLS, prefetch):
     """A compiled tile product of ROWS x COLS (float32: COLS / 16 vector registers per row), which
-    asks for B's rows `prefetch` values of k ahead into L1 (0: never) and, where stream, writes
-    C (when not adding to it) by non-temporal stores."""
-    def tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc):
-        return _tile_codegen(ROWS, COLS, prefetch, stream, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off,
-                             c_rs, k0, k1, acc)
-    tile.__name__ = f"_tile_{ROWS}x{COLS}{'_stream' if stream else ''}"
+    asks for B's rows `prefetch` values of k ahead into L1 (0: never)."""
+    def tile(typingctx, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc, stream):
+        return _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0,
+                             k1, acc, stream)
+    tile.__name__ = f"_tile_{ROWS}x{COLS}"
     return intrinsic(tile)
 
 
-def _tile_codegen(ROWS, COLS, prefetch, stream, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1,
-                  acc):
+def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc,
+                  stream):
     """C[r, 0:COLS] (+)= sum over k in [k0, k1) of A[r, k] * B[k, 0:COLS] for the rows r < nrows of
     a ROWS x COLS tile, on flat element offsets into the data of arrays a, b, c:
 
@@ -269,7 +268,8 @@ def _tile_codegen(ROWS, COLS, prefetch, stream, a, a_off, a_rs, a_ks, nrows, b, 
         B[k, :] = b.data[b_off + k * b_ks : ... + COLS]   (COLS contiguous values per k)
         C[r, :] = c.data[c_off + r * c_rs : ... + COLS]
 
-    The sum is added to C where acc is true, else it replaces C (whose old values are ignored).
+    The sum is added to C where acc is true, else it replaces C (whose old values are ignored), by
+    non-temporal stores where stream is true (C's rows then 64-byte aligned: `packed_gemm`).
     Written in LLVM IR so that the accumulator tile stays in vector registers for the whole k
     loop (8 x 32 and 1 x 128 float32: 16 and 8 AVX-512 registers); Numba's own loops would store
     it each k. Rows past nrows repeat the last valid row and are not stored. The sum starts from
@@ -285,7 +285,7 @@ def _tile_codegen(ROWS, COLS, prefetch, stream, a, a_off, a_rs, a_ks, nrows, b, 
     dtype = c.dtype
     if not (a.dtype == b.dtype == dtype) or dtype not in (types.float32, types.float64):
         return None
-    sig = types.void(a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc)
+    sig = types.void(a, a_off, a_rs, a_ks, nrows, b, b_off, b_ks, c, c_off, c_rs, k0, k1, acc, stream)
 
     def codegen(context, builder, signature, args):
         wide = builder.function.attributes
@@ -376,14 +376,13 @@ def _tile_codegen(ROWS, COLS, prefetch, stream, a, a_off, a_rs, a_ks, nrows, b, 
                         else:
                             old = builder.select(keep, builder.load(at, align=4), zero)
                             builder.store(builder.fadd(old, out[r][v]), at, align=4)
-        if stream:
-            with builder.if_else(keep) as (added, streamed):
-                with added:
-                    store(False)
-                with streamed:
-                    store(True)
-        else:
-            store(False)
+        streaming = builder.and_(builder.not_(keep), builder.icmp_signed(
+            "!=", context.cast(builder, args[14], tys[14], types.int64), const(0)))
+        with builder.if_else(streaming) as (by_stream, by_cache):
+            with by_stream:
+                store(True)
+            with by_cache:
+                store(False)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -391,7 +390,6 @@ def _tile_codegen(ROWS, COLS, prefetch, stream, a, a_off, a_rs, a_ks, nrows, b, 
 
 TILE_PREFETCH = 16   # the 8 x 32 tile asks for B's rows this many values of k ahead
 _tile = _make_tile(TILE_ROWS, TILE_COLS, TILE_PREFETCH)
-_tile_stream = _make_tile(TILE_ROWS, TILE_COLS, TILE_PREFETCH, True)
 _row = _make_tile(1, ROW_COLS, 0)
 
 
@@ -458,16 +456,12 @@ def packed_gemm(a, packed, c, accumulate, stream=False):
                     for s in range(s0, s1):
                         if W == TILE_COLS:
                             for r0 in range(m0, m1, TILE_ROWS):
-                                if stream:
-                                    _tile_stream(a3, s * as0 + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed,
-                                                 p * K * W, W, c3, s * cs0 + r0 * ldc + p * W, ldc, k0, k1, acc)
-                                else:
-                                    _tile(a3, s * as0 + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed,
-                                          p * K * W, W, c3, s * cs0 + r0 * ldc + p * W, ldc, k0, k1, acc)
+                                _tile(a3, s * as0 + r0 * lda, lda, 1, min(TILE_ROWS, m1 - r0), packed, p * K * W, W,
+                                      c3, s * cs0 + r0 * ldc + p * W, ldc, k0, k1, acc, stream)
                         else:
                             for r in range(m0, m1):
                                 _row(a3, s * as0 + r * lda, lda, 1, 1, packed, p * K * W, W,
-                                     c3, s * cs0 + r * ldc + p * W, ldc, k0, k1, acc)
+                                     c3, s * cs0 + r * ldc + p * W, ldc, k0, k1, acc, False)
     if stream:
         _store_fence()
 
@@ -596,7 +590,7 @@ def gemm_tn(a, a2, b, c, p0, p1, ap, bp, accumulate):
                 for q in range(q0, min(mt, q0 + GEMM_TN_TILES)):
                     _tile(ap, q * D * TILE_ROWS, 1, TILE_ROWS, min(TILE_ROWS, M - q * TILE_ROWS), bp,
                           p * D * TILE_COLS, TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, ldc, 0, kd,
-                          accumulate or k0 > 0)
+                          accumulate or k0 > 0, False)
 
 
 # --- a barrier for threads that run the time steps together -------------------------------------
