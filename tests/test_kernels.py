@@ -352,17 +352,19 @@ def test_arbitrary_strides_on_length_one_axes():
 def test_packed_product(M, K, N, width, accumulate):
     # packed_gemm: c (+)= a @ U on U packed in panels of `width` columns; 8-row tiles over blocks
     # of rows (300 x 512: three blocks) and of k (K = 1100: three), one-row tiles for a few rows;
-    # a strided view of a.
+    # a strided view of a; k running up and (descending) down.
     from lstmkit.kernels.core import pack, packed_gemm
     rng = np.random.default_rng(M + K)
     a = rng.standard_normal((M, K + 5)).astype(np.float32)[:, 2:K + 2]
     U = rng.standard_normal((K, N)).astype(np.float32)
     packed = np.empty((N // width, K, width), np.float32)
     pack(U, packed, False)
-    c = rng.standard_normal((M, N)).astype(np.float32)
-    want = a.astype(np.float64) @ U + (c if accumulate else 0)
-    packed_gemm(a, packed, c, accumulate)
-    assert rel_error(c, want) < 1e-5 if K else np.array_equal(c, want)
+    start = rng.standard_normal((M, N)).astype(np.float32)
+    want = a.astype(np.float64) @ U + (start if accumulate else 0)
+    for descending in (False, True):
+        c = start.copy()
+        packed_gemm(a, packed, c, accumulate, False, descending)
+        assert rel_error(c, want) < 1e-5 if K else np.array_equal(c, want)
     UT = np.ascontiguousarray(U.T)               # the same panels from U^T
     packed_t = np.empty_like(packed)
     pack(UT, packed_t, True)

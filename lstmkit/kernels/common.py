@@ -394,9 +394,11 @@ def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, r0, r1, sync, q):
 
 
 @jit
-def step_product(h, U, Up, out, accumulate, sync, rows):
-    """out (+)= h U for a thread's rows of one forward step (`product`), once the first
-    `rows` rows of x W are projected, by whichever threads project them (out may hold them)."""
+def step_product(h, U, Up, out, accumulate, sync, t, B):
+    """out (+)= h U for a thread's rows of forward step t of B rows a step (`product`), once the
+    first (t + 1) B rows of x W are projected, by whichever threads project them (out may hold
+    them)."""
+    rows = (t + 1) * B
     for p in range(sync.size // SYNC_STRIDE):
         line = p * SYNC_STRIDE
         if sync[line + PROJECT_FROM] < rows:
@@ -404,15 +406,17 @@ def step_product(h, U, Up, out, accumulate, sync, rows):
             spins = 0
             while load_acquire(sync, line + PROJECTED) < need:
                 spins = spin_turn(spins)
-    product(h, U, Up, out, accumulate, False)
+    product(h, U, Up, out, accumulate, False, t)
 
 
 @jit
-def product(a, U, Up, out, accumulate, transpose):
+def product(a, U, Up, out, accumulate, transpose, t=0):
     """out (+)= a @ U (U^T when transpose) on U (or U^T) packed as Up, or, Up empty, by BLAS: the
-    per-step products of a thread's rows, and x W. Added to out where accumulate, else written."""
+    per-step products of a thread's rows (of step t), and x W. Added to out where accumulate,
+    else written. On Up, odd steps run k downwards (`core.packed_gemm`'s descending): each
+    starts on the part of Up the step before ended on, still in L1."""
     if Up.shape[0]:
-        packed_gemm(a, Up, out, accumulate)
+        packed_gemm(a, Up, out, accumulate, False, t % 2 == 1)
     else:
         gemm(a, U, out, 1.0 if accumulate else 0.0, False, transpose)
 

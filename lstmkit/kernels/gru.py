@@ -49,7 +49,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, len
     T, B, G = gates.shape
     project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
-        step_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, sync, (t + 1) * B)   # h_{t-1} U
+        step_product(hs[t][r0:r1], U, Up, hu[t][r0:r1], False, sync, t, B)   # h_{t-1} U
         for r in range(r0, r1):
             hp, hn, yr = hs[t, r], hs[t + 1, r], y[t, r]
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
@@ -101,7 +101,7 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
             for j in range(G):
                 db[0, j] += gx[j]
                 db[1, j] += gh[j]
-        product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} += dhu_t U^T
+        product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True, t)   # dh_{t-1} += dhu_t U^T
         bptt_at(sync, q, t)
     finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dxw W^T, dW, dU
 

@@ -69,7 +69,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
     project(x, W, Wp, U, Up, UTp, fill, gates, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
         tp, tn = (t & 1, (t + 1) & 1) if ring else (t, t + 1)
-        step_product(hs[tp][r0:r1], U, Up, gates[t][r0:r1], True, sync, (t + 1) * B)   # z_t = x_t W + h_{t-1} U
+        step_product(hs[tp][r0:r1], U, Up, gates[t][r0:r1], True, sync, t, B)   # z_t = x_t W + h_{t-1} U
         for r in range(r0, r1):
             hp, cp, hn, cn, yr = hs[tp, r], cs[tp, r], hs[tn, r], cs[tn, r], y[t, r]
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
@@ -126,7 +126,7 @@ def _backward_part(H):
                     dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
                 for j in range(G):
                     db[j] += d[j]
-            product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = dz_t U^T (+ frozen)
+            product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True, t)   # dh_{t-1} = dz_t U^T (+ frozen)
             bptt_at(sync, q, t)
         finish_backward(x, hs, dz, dz, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dz W^T, dW, dU
     return part

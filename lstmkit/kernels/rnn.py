@@ -40,7 +40,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0,
     T, B, H = a.shape
     project(x, W, Wp, U, Up, UTp, fill, a, k0, k1, block, r0, r1, sync, q)   # x_t W, all t
     for t in range(T):
-        step_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, sync, (t + 1) * B)   # + h_{t-1} U
+        step_product(hs[t][r0:r1], U, Up, a[t][r0:r1], True, sync, t, B)   # + h_{t-1} U
         for r in range(r0, r1):
             if t >= lengths[r]:                              # past its length: state frozen, y = 0
                 hs[t + 1, r] = hs[t, r]
@@ -76,7 +76,7 @@ def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, scr
             for j in range(H):
                 dhr[j] = 0.0                                     # the product below adds da_t U^T
                 db[j] += d[j]
-        product(da[t][r0:r1], U, UTp, dh[r0:r1], True, True)   # dh_{t-1} = da_t U^T (+ frozen)
+        product(da[t][r0:r1], U, UTp, dh[r0:r1], True, True, t)   # dh_{t-1} = da_t U^T (+ frozen)
         bptt_at(sync, q, t)
     finish_backward(x, hs, da, da, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = da W^T, dW, dU
 
