@@ -393,6 +393,12 @@ def project(x, W, Wp, U, Up, UTp, fill, out, k0, k1, block, r0, r1, sync, q):
         pack(U, UTp, True)
 
 
+ALTERNATE_MAX_BYTES = 1 << 20   # one-row products alternate their direction on U up to this size (at 1, 100,
+                                # 128, 128, 256 KB, inference 0.264-0.274 -> 0.256-0.262 ms; one core, 1 x 256
+                                # @ 256 x 1024, 1 MB: 6.7-7.0 -> 6.5-6.6 µs a product). On 8-row tiles, which
+                                # are bound by their arithmetic, no gain was measured
+
+
 @jit
 def step_product(h, U, Up, out, accumulate, sync, t, B):
     """out (+)= h U for a thread's rows of forward step t of B rows a step (`product`), once the
@@ -413,10 +419,13 @@ def step_product(h, U, Up, out, accumulate, sync, t, B):
 def product(a, U, Up, out, accumulate, transpose, t=0):
     """out (+)= a @ U (U^T when transpose) on U (or U^T) packed as Up, or, Up empty, by BLAS: the
     per-step products of a thread's rows (of step t), and x W. Added to out where accumulate,
-    else written. On Up, odd steps run k downwards (`core.packed_gemm`'s descending): each
-    starts on the part of Up the step before ended on, still in L1."""
+    else written. One-row products (Up in panels of ROW_COLS, which read Up from L2 as fast as
+    L2 delivers it) run k downwards on odd steps where Up has at most ALTERNATE_MAX_BYTES
+    (`core.packed_gemm`'s descending): each starts on the part of Up the step before ended on,
+    still in L1."""
     if Up.shape[0]:
-        packed_gemm(a, Up, out, accumulate, False, t % 2 == 1)
+        alternate = Up.shape[2] == ROW_COLS and Up.size * Up.itemsize <= ALTERNATE_MAX_BYTES
+        packed_gemm(a, Up, out, accumulate, False, alternate and t % 2 == 1)
     else:
         gemm(a, U, out, 1.0 if accumulate else 0.0, False, transpose)
 
