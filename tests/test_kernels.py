@@ -465,9 +465,9 @@ def test_every_thread_count_gives_the_same_numbers(kernel_threads, n, T, B, I, H
     (60, 1, 128, 64, np.float32, None),                  # batch 1: x W projected beside the recurrence
     (33, 5, 9, 32, np.float32, [33, 20, 1, 0, 32])])
 def test_inference_forward_keeps_no_cache_and_gives_the_same_numbers(kernel_threads, n, T, B, I, H, dtype, lengths):
-    # keep_cache=False (a layer that is not training) keeps h and c of two steps only, in a ring:
-    # the outputs and final states are those of a training forward, bit for bit, and the
-    # reference's within the tolerance.
+    # keep_cache=False (a layer that is not training) keeps c of two steps only, in a ring, and
+    # reads h_{t-1} back from y: the outputs and final states (h at each row's length) are those
+    # of a training forward, bit for bit, and the reference's within the tolerance.
     kernel_threads(n)
     _, (x, W, U, b, h0, c0), _ = make_case(T, B, I, H, dtype, seed=T + B)
     train_y, train_states, cache = fast.lstm_forward(x, W, U, b, h0, c0, lengths=lengths)
