@@ -8,6 +8,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     add_textgen_commands(sub)
     add_forecast_commands(sub)
+    add_explain_command(sub)
     return parser
 
 
@@ -130,6 +131,19 @@ def add_forecast_commands(sub):
     g.add_argument("--no-plot", action="store_true", help="skip forecast.png")
     g.add_argument("--quiet", action="store_true", help="print only the verdict")
     p.set_defaults(run=forecast_app.run)
+
+
+def add_explain_command(sub):
+    """`lstmkit explain`: one step traced gate by gate."""
+    from lstmkit.apps import explain
+
+    p = sub.add_parser("explain", help="one LSTM step traced gate by gate (the articles' worked example)",
+                       description="Print every value of one LSTM step: each gate's terms, sum and value, "
+                                   "the new cell state and hidden state, for the articles' 4 x 4 example.")
+    p.add_argument("--x", metavar="A,B,C,D", help="the input x_t (default: 0.1,0.2,0.3,0.4)")
+    p.add_argument("--h", metavar="A,B,C,D", help="the previous hidden state h_{t-1} (default: 0.5,0.6,0.7,0.8)")
+    p.add_argument("--c", metavar="A,B,C,D", help="the previous cell state C_{t-1} (default: zeros)")
+    p.set_defaults(run=explain.run)
 
 
 def main(argv=None):
