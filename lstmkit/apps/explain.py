@@ -45,7 +45,7 @@ def trace_step(x, h, c, W, U, b):
     x, h, c = (np.asarray(v, np.float64) for v in (x, h, c))
     W, U, b = (np.asarray(v, np.float64) for v in (W, U, b))
     H = U.shape[0]
-    y, (h_new, c_new), cache = lstm_forward(x[None, None], W, U, b, h[None], c[None])
+    _, (h_new, c_new), cache = lstm_forward(x[None, None], W, U, b, h[None], c[None])
     xw, hu = x @ W, h @ U
     trace = {}
     for k, _, symbol, _, _ in GATES:
