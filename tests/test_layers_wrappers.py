@@ -53,6 +53,53 @@ def test_matches_torch_bidirectional_lstm_with_padding():
     assert rel_error(last.forward(x, mask=mask), np.concatenate(to_numpy(h_n), axis=-1)) < 1e-10
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_initial_state_matches_torch_bidirectional(cell):
+    # initial_state = [*forward states, *backward states] (Keras's order) is torch's h0 (and c0)
+    # of shape (2, batch, units): direction 0 forward, 1 reverse. The outputs, the gradients of x,
+    # the weights and the initial states match, with padding.
+    B, T, I, H = 3, 5, 4, 3
+    torch.manual_seed(1)
+    module = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(I, H, batch_first=True, bidirectional=True).double()
+    inner = (LSTM if cell == "lstm" else GRU)(H, return_sequences=True, dtype="float64")
+    layer = built(Bidirectional(inner), (T, I))
+    if cell == "lstm":
+        layer.set_weights(torch_weights(module, "") + torch_weights(module, "_reverse"))
+    else:
+        layer.set_weights([w for suffix in ("", "_reverse") for w in (
+            to_numpy(getattr(module, "weight_ih_l0" + suffix)).T, to_numpy(getattr(module, "weight_hh_l0" + suffix)).T,
+            np.stack([to_numpy(getattr(module, "bias_ih_l0" + suffix)), to_numpy(getattr(module, "bias_hh_l0" + suffix))]))])
+    lengths = [5, 2, 4]
+    rng = np.random.default_rng(2)
+    x, dy = rng.standard_normal((B, T, I)), rng.standard_normal((B, T, 2 * H))
+    states = [rng.standard_normal((2, B, H)) for _ in range(2 if cell == "lstm" else 1)]
+
+    xt = torch.tensor(x, requires_grad=True)
+    st = [torch.tensor(s, requires_grad=True) for s in states]
+    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    packed_y, _ = module(packed, tuple(st) if cell == "lstm" else st[0])
+    yt, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_y, batch_first=True, total_length=T)
+    (yt * torch.tensor(dy)).sum().backward()
+
+    mask = np.arange(T)[None, :] < np.array(lengths)[:, None]
+    initial = [s[0] for s in states] + [s[1] for s in states]
+    y = layer.forward(x, mask=mask, initial_state=initial)
+    dx = layer.backward(dy)
+    assert rel_error(y, to_numpy(yt)) < 1e-10
+    assert rel_error(dx, to_numpy(xt.grad)) < 1e-10
+    want = [to_numpy(t.grad)[0] for t in st] + [to_numpy(t.grad)[1] for t in st]
+    assert len(layer.initial_state_grads) == len(want)
+    for ours, theirs in zip(layer.initial_state_grads, want):
+        assert rel_error(ours, theirs) < 1e-10
+    weight_grads = [to_numpy(getattr(module, n + "_l0" + suffix).grad)
+                    for suffix in ("", "_reverse") for n in ("weight_ih", "weight_hh")]
+    ours = [layer.grads[k] for k in layer.grads if "bias" not in k]
+    for g, w in zip(ours, weight_grads):
+        assert rel_error(g, w.T) < 1e-10
+    with pytest.raises(ValueError, match=r"initial_state must be a list of \d arrays \[forward h"):
+        layer.forward(x, initial_state=initial[:1])
+
+
 def test_backward_layer_reads_the_real_prefix_reversed():
     layer = built(Bidirectional(GRU(2, return_sequences=True, dtype="float64"), merge_mode="concat"), (None, 3))
     x = np.random.default_rng(0).standard_normal((2, 4, 3))

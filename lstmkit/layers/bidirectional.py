@@ -25,7 +25,9 @@ class Bidirectional(Layer):
     the end), and their outputs merge by merge_mode: "concat" (last axis doubles), "sum", "ave"
     or "mul". With return_sequences both are aligned to the original time steps, and padded steps
     output zero. With return_state forward returns [output, *forward states, *backward states]
-    and backward takes a list of the same length.
+    and backward takes a list of the same length. initial_state is a list in the same order
+    ([*forward states, *backward states], each (batch, units), as in Keras); after backward
+    `initial_state_grads` holds dL/d(initial state) in that order.
 
     Weights: the forward layer's, then the backward layer's (params named forward_*, backward_*).
     `layer` may also be a saved config {"class_name": ..., "config": ...}.
@@ -47,6 +49,7 @@ class Bidirectional(Layer):
         self.forward_layer = layer
         self.backward_layer = type(layer)(**{**config, "name": "backward_" + config["name"]})
         self.return_sequences, self.return_state = layer.return_sequences, layer.return_state
+        self.initial_state_grads = None   # dL/d(initial states) after backward
 
     def build(self, input_shape, rng):
         super().build(input_shape, rng)
@@ -72,13 +75,14 @@ class Bidirectional(Layer):
         self.forward_layer.reset_states()
         self.backward_layer.reset_states()
 
-    def forward(self, x, training=False, mask=None):
+    def forward(self, x, training=False, mask=None, initial_state=None):
         """x (batch, time, features) -> merged output (see the class docstring)."""
         x = self.check_input(x, 3, "(batch, time, features)")
         B, T, _ = x.shape
         self._index = reverse_index(mask_lengths(mask, B, T), B, T)
-        fwd = self.forward_layer.forward(x, training=training, mask=mask)
-        bwd = self.backward_layer.forward(reverse(x, self._index), training=training, mask=mask)
+        f_init, b_init = self._split_states(initial_state)
+        fwd = self.forward_layer.forward(x, training=training, mask=mask, initial_state=f_init)
+        bwd = self.backward_layer.forward(reverse(x, self._index), training=training, mask=mask, initial_state=b_init)
         fwd, f_states = (fwd[0], fwd[1:]) if self.return_state else (fwd, [])
         bwd, b_states = (bwd[0], bwd[1:]) if self.return_state else (bwd, [])
         if self.return_sequences:
@@ -94,6 +98,17 @@ class Bidirectional(Layer):
             out = fwd * bwd
         self._out_shape = out.shape
         return [out, *f_states, *b_states] if self.return_state else out
+
+    def _split_states(self, initial_state):
+        """[*forward states, *backward states] -> (forward's, backward's), or (None, None)."""
+        if initial_state is None:
+            return None, None
+        names = self.forward_layer.state_names
+        if isinstance(initial_state, np.ndarray) or len(initial_state) != 2 * len(names):
+            got = "an array" if isinstance(initial_state, np.ndarray) else f"{len(initial_state)} arrays"
+            raise ValueError(f"{self.name} initial_state must be a list of {2 * len(names)} arrays [forward "
+                             f"{', '.join(names)}, backward {', '.join(names)}], got {got}")
+        return list(initial_state[:len(names)]), list(initial_state[len(names):])
 
     def backward(self, dout):
         """dL/d(output) (a list [doutput, *dstates] with return_state, None for zero) -> dL/dx
@@ -117,8 +132,9 @@ class Bidirectional(Layer):
             d_b = reverse(d_b, self._index)
         if self.return_state:
             d_f, d_b = [d_f, *douts[1:1 + n]], [d_b, *douts[1 + n:]]
-        dx = self.forward_layer.backward(d_f)
-        return dx + reverse(self.backward_layer.backward(d_b), self._index)
+        dx = self.forward_layer.backward(d_f) + reverse(self.backward_layer.backward(d_b), self._index)
+        self.initial_state_grads = [*self.forward_layer.initial_state_grads, *self.backward_layer.initial_state_grads]
+        return dx
 
     def get_config(self):
         return {"layer": {"class_name": type(self.forward_layer).__name__, "config": self.forward_layer.get_config()},
