@@ -480,6 +480,28 @@ def test_inference_forward_keeps_no_cache_and_gives_the_same_numbers(kernel_thre
         assert rel_error(ours, reference) < tol
 
 
+@pytest.mark.parametrize("T,B,I,H,lengths", [
+    (40, 16, 64, 64, [40] * 13 + [39, 2, 1]),    # 8 rows a thread: two tiles, four unit groups
+    (25, 24, 24, 48, [25] * 22 + [7, 1]),         # 12 rows a thread, three unit groups, I != H
+    (9, 40, 16, 32, None)])                       # 20 rows a thread, two unit groups
+def test_small_layers_run_their_steps_in_registers(kernel_threads, T, B, I, H, lengths):
+    # Where W and U are small (float32, whole 4-row tiles a thread, H a multiple of 16), each step
+    # runs in `gate_tile.lstm_tile`, x W included: the same numbers as the reference and PyTorch,
+    # forward and backward, with lengths; an inference forward gives the training forward's bits.
+    # A thread's rows not in whole tiles (9 each) fall back to the per-step products.
+    from lstmkit.kernels import common
+    kernel_threads(2)
+    layout = lambda B: common._forward_layout(T, B, I, H, 4 * H, np.dtype(np.float32), 2, True, True)[2]
+    assert all(fill == common.GATE_TILE for _, fill in layout(B))
+    assert all(fill != common.GATE_TILE for _, fill in layout(18))
+    check(T, B, I, H, np.float32, seed=B, lengths=lengths)
+    _, (x, W, U, b, h0, c0), _ = make_case(T, B, I, H, np.float32, seed=B)
+    y, states, _ = fast.lstm_forward(x, W, U, b, h0, c0, lengths=lengths)
+    y_inf, states_inf, _ = fast.lstm_forward(x, W, U, b, h0, c0, lengths=lengths, keep_cache=False)
+    for ours, train in zip((y_inf, *states_inf), (y, *states)):
+        np.testing.assert_array_equal(ours, train)
+
+
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize("T,B,I,H,dtype", [(120, 3, 40, 64, np.float32),   # packed x W, gemm_tn
                                            (120, 3, 30, 20, np.float32),   # 4H = 80: BLAS products

@@ -26,7 +26,7 @@ import functools
 
 import numpy as np
 
-from lstmkit.kernels import buffers, threads
+from lstmkit.kernels import buffers, gate_tile, threads
 from lstmkit.kernels.core import (RELEASED, ROW_COLS, SYNC_STRIDE, TILE_COLS, TILE_ROWS, barrier, barrier_array,
                                   finished, gemm, gemm_tn, gemm_tn_scratch, jit, load_acquire, pack, packed_gemm,
                                   spin_turn, started, store_release)
@@ -201,23 +201,30 @@ def weight_grad_columns(G, H, parts, dtype):
 
 # --- the calls on the threads ---------------------------------------------------------------------
 
-def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True):
+def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, tile_part=None):
     """Run part(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
     on the threads as `forward_plan` splits the work: thread q projects x W for its batch rows
     r0:r1 of every step (fill PROJECT_OWN) or rows k0:k1 of the T B rows, `block` rows at a time,
     and runs the recurrence of batch rows r0:r1, each step once its rows are projected
-    (`project`, `step_product`). x (T, B, I), W (I, G), U (H, G).
+    (`project`, `step_product`). x (T, B, I), W (I, G), U (H, G). Where `uses_gate_tile` says so,
+    the LSTM's tile_part (same arguments) runs instead, its rows' steps in registers (fill
+    GATE_TILE: nothing projected beforehand; Wp and Up W and U packed by `gate_tile.pack_by_units`).
 
     Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
     the projecting thread also packs U^T for the backward (unless not for_backward), returned
     (else None). Otherwise W and U are packed here, once for all threads."""
     T, B, I = x.shape
     specs, ut_shape, jobs, sync_start, pipelined = _forward_layout(T, B, I, *U.shape, x.dtype,
-                                                                   threads.get_num_threads(), for_backward)
+                                                                   threads.get_num_threads(), for_backward,
+                                                                   tile_part is not None)
     Wp, Up, sync = buffers.empty_group(*specs)
     UTp = buffers.empty(ut_shape, x.dtype) if ut_shape else use_blas(x.dtype)   # (kept by the cache)
     sync[:] = sync_start
-    if not pipelined:                               # (the threads pack what they use beside a small batch)
+    if jobs[0][1] & GATE_TILE:
+        part = tile_part
+        gate_tile.pack_by_units(W, Wp)
+        gate_tile.pack_by_units(U, Up)
+    elif not pipelined:                             # (the threads pack what they use beside a small batch)
         if Wp.size:
             pack(W, Wp, False)
         if Up.size:
@@ -229,13 +236,18 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True):
 
 
 @functools.lru_cache(maxsize=256)
-def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward):
+def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward, in_registers=False):
     """What `forward_on_threads` does for these shapes on n_threads, worked out once (the Python
     around a call runs with cold caches, microseconds per operation): the (shape, dtype) of W and
     U packed (empty: BLAS or not packed) and of sync, the shape of U^T packed for the backward
     (or None: not packed here, or not for_backward), each thread's (q, k0, k1, block, r0, r1)
     and fill, what sync starts as, and whether the small-batch pipeline runs."""
     parts = batch_parts(B, H, G, dtype)
+    if in_registers and uses_gate_tile(B, I, H, dtype, parts):
+        jobs = tuple(((q, 0, 0, T * B, r0, r1), GATE_TILE) for q, (r0, r1) in enumerate(runs(B, parts)))
+        shapes = ((H // gate_tile.UNITS, I, gate_tile.WIDTH), (H // gate_tile.UNITS, H, gate_tile.WIDTH))
+        sync = projection_sync([(0, 0)] * parts)
+        return tuple((shape, dtype) for shape in shapes) + ((sync.shape, sync.dtype),), None, jobs, sync, False
     w_shape, u_shape = projection_shape((I, G), dtype, T * B), packed_shape((H, G), dtype, B // parts, False)
     projections, batch_runs, block, own = forward_plan(T, B, I, G, parts, w_shape is not None)
     pipelined = len(batch_runs) > parts
@@ -248,6 +260,20 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward):
     jobs = tuple(((q, k0, k1, block, r0, r1), fill)
                  for q, ((k0, k1), (r0, r1), fill) in enumerate(zip(projections, batch_runs, fills)))
     return packs + ((sync.shape, sync.dtype),), ut_shape, jobs, sync, pipelined
+
+
+GATE_TILE_MAX_BYTES = 1 << 17   # W and U (float32) up to this size: the step in registers where it fits
+
+
+def uses_gate_tile(B, I, H, dtype, parts):
+    """Whether an LSTM forward runs its steps in `gate_tile.lstm_tile`: float32, the batch split
+    among threads (a batch too small to split runs x W beside its recurrence instead) in runs of
+    whole 4-row tiles, H a multiple of 16 and W and U small enough that a unit group's packed rows
+    stay near the core (GATE_TILE_MAX_BYTES; at 16, 200, 64, 64, 128 KB: inference 1.18-1.33 ->
+    0.90-1.10 ms)."""
+    return (dtype == np.float32 and parts > 1 and H % gate_tile.UNITS == 0
+            and all((r1 - r0) % gate_tile.ROWS == 0 for r0, r1 in runs(B, parts))
+            and (I + H) * 4 * H * 4 <= GATE_TILE_MAX_BYTES)
 
 
 def forward_plan(T, B, I, G, parts, packed_w):
@@ -359,6 +385,7 @@ def projection_sync(projections):
 PACK_W, PACK_U, PACK_UT = 1, 2, 4   # what a thread packs in `project` beside a small batch
 PROJECT_OWN = 8                     # ... or: it projects its own batch rows, for its own recurrence
 STREAM_X_W = 16                     # ... by non-temporal stores (`core.packed_gemm`)
+GATE_TILE = 32                      # ... or nothing: its steps run in `gate_tile.lstm_tile`
 STREAM_MIN_BYTES = 1 << 22          # a thread's x W from this size on (twice the L2 here). Inference forward:
                                     # at 64, 100, 512, 512 (26 MB) 85.9-87.3 against 88.7-90.4 ms, at 32 x 256
                                     # (6.5 MB) 11.4-11.8 against 12.0-12.1; training forward 88.9-91.6 against

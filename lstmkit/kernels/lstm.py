@@ -26,6 +26,7 @@ from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at,
                                     forward_on_threads, product, project, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
+from lstmkit.kernels.gate_tile import ROWS, UNITS, WIDTH, lstm_tile
 
 threads.apply_env()
 
@@ -77,14 +78,8 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
         step_product(h_prev[r0:r1], U, Up, gates[t][r0:r1], True, sync, t, B)   # z_t = x_t W + h_{t-1} U
         for r in range(r0, r1):
             cp, cn, yr = cs[tp, r], cs[tn, r], y[t, r]
-            if t >= lengths[r]:                              # past its length: state frozen, y = 0
-                for j in range(H):
-                    cn[j] = cp[j]
-                    yr[j] = 0.0
-                if not ring:
-                    hp, hn = hs[tp, r], hs[tn, r]
-                    for j in range(H):
-                        hn[j] = hp[j]
+            if t >= lengths[r]:
+                _freeze(hs, cs, y, t, tp, tn, r, ring)
             elif ring:
                 _cell(gates[t, r], scale, b, cp, cn, tanh_c[0, r], yr)
             else:
@@ -92,12 +87,71 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
                 _cell(gates[t, r], scale, b, cp, cn, tanh_c[t, r], hn)
                 for j in range(H):
                     yr[j] = hn[j]
-    if ring:                                                 # the ring ends on each row's h at its length
-        for r in range(r0, r1):
-            h, hT = y[lengths[r] - 1, r] if lengths[r] > 0 else hs[0, r], hs[T & 1, r]
-            for j in range(H):
-                hT[j] = h[j]
+    if ring:
+        _ring_final_h(hs, y, lengths, r0, r1)
     finished(sync, q)
+
+
+@jit
+def _forward_tile_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1,
+                       block, r0, r1):
+    """Thread q's share of the forward with its steps in registers (float32, `common.uses_gate_tile`,
+    fill GATE_TILE): the recurrence of batch rows r0:r1, whole 4-row tiles, each step by
+    `gate_tile.lstm_tile` on Wp and Up, W and U packed by units (H/16, I or H, 64); nothing is
+    projected beforehand. Arguments and buffers as `_forward_part` (gates and tanh_c written only
+    where the cache is kept; scale unused)."""
+    started(sync, q)
+    T, B = gates.shape[0], gates.shape[1]
+    ring = tanh_c.shape[0] < T
+    for t in range(T):
+        tp, tn = (t & 1, (t + 1) & 1) if ring else (t, t + 1)
+        h_prev = y[t - 1] if ring and t > 0 else hs[tp]
+        _tile_step(x, Wp, h_prev, Up, b, cs, y if ring else hs, y, gates, tanh_c, t, tp, tn, r0, r1, ring)
+        for r in range(r0, r1):
+            if t >= lengths[r]:                  # the tile ran it as if within its length: undo that
+                _freeze(hs, cs, y, t, tp, tn, r, ring)
+    if ring:
+        _ring_final_h(hs, y, lengths, r0, r1)
+    finished(sync, q)
+
+
+@jit(inline=True)
+def _freeze(hs, cs, y, t, tp, tn, r, ring):
+    """Row r at step t, past its length: c (and h, unless in a ring) carried unchanged, y_t = 0."""
+    cp, cn, yr = cs[tp, r], cs[tn, r], y[t, r]
+    for j in range(cn.shape[0]):
+        cn[j] = cp[j]
+        yr[j] = 0.0
+    if not ring:
+        hp, hn = hs[tp, r], hs[tn, r]
+        for j in range(hn.shape[0]):
+            hn[j] = hp[j]
+
+
+@jit(inline=True)
+def _ring_final_h(hs, y, lengths, r0, r1):
+    """The ring ends on each row's h at its length (y there, or h0 for length 0), in row T % 2."""
+    T = y.shape[0]
+    for r in range(r0, r1):
+        h, hT = y[lengths[r] - 1, r] if lengths[r] > 0 else hs[0, r], hs[T & 1, r]
+        for j in range(hT.shape[0]):
+            hT[j] = h[j]
+
+
+@jit
+def _tile_step(x, Wu, h_prev, Uu, b, cs, hn, y, gates, tanh_c, t, tp, tn, r0, r1, ring):
+    """Step t of batch rows r0:r1 (whole 4-row tiles) by `gate_tile.lstm_tile`, every row as if
+    within its length: h_t into hn[tn] (y itself in a ring) and, keeping the cache (not ring), into
+    y[t], with the gates into gates[t] and tanh(C_t) into tanh_c[t]. x (T, B, I); Wu, Uu W and U
+    packed by units (H/16, I or H, 64); h_prev (B, H) h_{t-1}; cs (T+1 or 2, B, H)."""
+    B, I = x.shape[1], x.shape[2]
+    H = cs.shape[2]
+    th, h_row = (0, t) if ring else (t, tn)
+    for u in range(0, H, UNITS):                     # a unit group's packed rows stay in L1 for all its tiles
+        for r in range(r0, r1, ROWS):
+            lstm_tile(x, (t * B + r) * I, I, Wu, h_prev, r * H, Uu, u // UNITS * H * WIDTH, H, b, u,
+                      cs, (tp * B + r) * H + u, (tn * B + r) * H + u, hn, (h_row * B + r) * H + u,
+                      y, (t * B + r) * H + u, not ring, gates, (t * B + r) * 4 * H + u, tanh_c, (th * B + r) * H + u)
 
 
 @functools.lru_cache(maxsize=None)
@@ -195,7 +249,7 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None, keep_cache=True):
     cs[0] = 0 if c0 is None else checked(c0, dtype, (B, H), "c0")
     y = buffers.empty((T, B, H), dtype)
     UTp = forward_on_threads(_forward_part, x, W, U, (_gate_scale(H, dtype), b, gates, hs, cs, tanh_c, y), lens,
-                             keep_cache)
+                             keep_cache, _forward_tile_part)
     last = T if keep_cache else T % 2
     finals = hs[last].copy(), cs[last].copy()
     if not keep_cache:
