@@ -208,7 +208,8 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, til
     and runs the recurrence of batch rows r0:r1, each step once its rows are projected
     (`project`, `step_product`). x (T, B, I), W (I, G), U (H, G). Where `uses_gate_tile` says so,
     the LSTM's tile_part (same arguments) runs instead, its rows' steps in registers (fill
-    GATE_TILE: nothing projected beforehand; Wp and Up W and U packed by `gate_tile.pack_by_units`).
+    GATE_TILE: nothing projected beforehand; Wp and Up are W and U packed by
+    `gate_tile.pack_by_units`).
 
     Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
     the projecting thread also packs U^T for the backward (unless not for_backward), returned
@@ -269,8 +270,8 @@ def uses_gate_tile(B, I, H, dtype, parts):
     """Whether an LSTM forward runs its steps in `gate_tile.lstm_tile`: float32, the batch split
     among threads (a batch too small to split runs x W beside its recurrence instead) in runs of
     whole 4-row tiles, H a multiple of 16 and W and U small enough that a unit group's packed rows
-    stay near the core (GATE_TILE_MAX_BYTES; at 16, 200, 64, 64, 128 KB: inference 1.18-1.33 ->
-    0.90-1.10 ms)."""
+    stay near the core (GATE_TILE_MAX_BYTES; at 16, 200, 64, 64, 128 KB: inference 1.19-1.39 ->
+    0.91-1.06 ms, the training forward 1.34-1.47 -> 1.12-1.14)."""
     return (dtype == np.float32 and parts > 1 and H % gate_tile.UNITS == 0
             and all((r1 - r0) % gate_tile.ROWS == 0 for r0, r1 in runs(B, parts))
             and (I + H) * 4 * H * 4 <= GATE_TILE_MAX_BYTES)

@@ -6,8 +6,8 @@
 
 `lstm_tile` does all of it before anything leaves the registers: no x W projected beforehand, no
 pre-activations written and read back, one pass instead of four over each row. At 16, 200, 64,
-64, inference on two threads, 1.18-1.33 -> 0.90-1.10 ms (alternating runs); one thread on 8 rows,
-1.02-1.05 -> 0.76-0.89. Each weight matrix is packed by unit groups (`pack_by_units`) so that
+64 on two threads (alternating runs): inference 1.19-1.39 -> 0.91-1.06 ms, the training forward
+1.34-1.47 -> 1.12-1.14; one thread on 8 rows, inference 1.02-1.05 -> 0.76-0.89. Each weight matrix is packed by unit groups (`pack_by_units`) so that
 the four gates of 16 units are 64 contiguous values a row.
 
 The exp and the reciprocal are those of `core` (`vexp`, `vrecip`: Cody-Waite reduction, a

@@ -141,9 +141,9 @@ def _ring_final_h(hs, y, lengths, r0, r1):
 @jit
 def _tile_step(x, Wu, h_prev, Uu, b, cs, hn, y, gates, tanh_c, t, tp, tn, r0, r1, ring):
     """Step t of batch rows r0:r1 (whole 4-row tiles) by `gate_tile.lstm_tile`, every row as if
-    within its length: h_t into hn[tn] (y itself in a ring) and, keeping the cache (not ring), into
-    y[t], with the gates into gates[t] and tanh(C_t) into tanh_c[t]. x (T, B, I); Wu, Uu W and U
-    packed by units (H/16, I or H, 64); h_prev (B, H) h_{t-1}; cs (T+1 or 2, B, H)."""
+    within its length: C_t into cs[tn], h_t into hn[tn] = hs[tn] and y[t] with the gates into
+    gates[t] and tanh(C_t) into tanh_c[t], or, in a ring (hn = y), into y[t] alone. x (T, B, I);
+    Wu, Uu: W and U packed by units (H/16, I or H, 64); h_prev (B, H) h_{t-1}; cs (T+1 or 2, B, H)."""
     B, I = x.shape[1], x.shape[2]
     H = cs.shape[2]
     th, h_row = (0, t) if ring else (t, tn)
