@@ -500,6 +500,10 @@ def test_small_layers_run_their_steps_in_registers(kernel_threads, T, B, I, H, l
     y_inf, states_inf, _ = fast.lstm_forward(x, W, U, b, h0, c0, lengths=lengths, keep_cache=False)
     for ours, train in zip((y_inf, *states_inf), (y, *states)):
         np.testing.assert_array_equal(ours, train)
+    x[1, 2, 0] = np.nan                                 # a NaN stays in its row, though rows share a tile
+    for keep_cache in (True, False):
+        y, _, _ = fast.lstm_forward(x, W, U, b, h0, c0, keep_cache=keep_cache)
+        assert np.all(np.isnan(y[1:, 2])) and np.all(np.isfinite(np.delete(y, 2, axis=1))) and np.all(np.isfinite(y[0]))
 
 
 @pytest.mark.parametrize("n", [2, 3])
