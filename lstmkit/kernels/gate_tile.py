@@ -7,8 +7,9 @@
 `lstm_tile` does all of it before anything leaves the registers: no x W projected beforehand, no
 pre-activations written and read back, one pass instead of four over each row. At 16, 200, 64,
 64 on two threads (alternating runs): inference 1.19-1.39 -> 0.91-1.06 ms, the training forward
-1.34-1.47 -> 1.12-1.14; one thread on 8 rows, inference 1.02-1.05 -> 0.76-0.89. Each weight matrix is packed by unit groups (`pack_by_units`) so that
-the four gates of 16 units are 64 contiguous values a row.
+1.34-1.47 -> 1.12-1.14; one thread on 8 rows, inference 1.02-1.05 -> 0.76-0.89. Each weight
+matrix is packed by unit groups (`pack_by_units`) so that the four gates of 16 units are 64
+contiguous values a row.
 
 The exp and the reciprocal are those of `core` (`vexp`, `vrecip`: Cody-Waite reduction, a
 degree-7 polynomial, the CPU's reciprocal estimate and a Newton step), written here on vectors.
