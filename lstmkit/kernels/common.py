@@ -221,8 +221,8 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, til
     Wp, Up, sync = buffers.empty_group(*specs)
     UTp = buffers.empty(ut_shape, x.dtype) if ut_shape else use_blas(x.dtype)   # (kept by the cache)
     sync[:] = sync_start
-    if jobs[0][1] & GATE_TILE:
-        part = tile_part
+    in_registers = jobs[0][1] & GATE_TILE
+    if in_registers:
         gate_tile.pack_by_units(W, Wp)
         gate_tile.pack_by_units(U, Up)
     elif not pipelined:                             # (the threads pack what they use beside a small batch)
@@ -231,8 +231,8 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, til
         if Up.size:
             pack(U, Up, False)
     threads.blas_single()
-    threads.run_parallel(part, [(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, *job)
-                                for job, fill in jobs], sync)
+    threads.run_parallel(tile_part if in_registers else part,
+                         [(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, *job) for job, fill in jobs], sync)
     return UTp if ut_shape else None
 
 

@@ -328,40 +328,9 @@ def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b
         with builder.if_then(keep):          # C is added at the end: fetch it meanwhile
             for r in range(ROWS):
                 fetch(crow[r], True)
-        entry = builder.block
-        loop = builder.append_basic_block("tile.loop")
-        done = builder.append_basic_block("tile.done")
-        builder.cbranch(builder.icmp_signed("<", k0, k1), loop, done)
-        builder.position_at_end(loop)
-        k = builder.phi(i64)
-        sums = [[builder.phi(vec) for _ in range(nvec)] for _ in range(ROWS)]
-        brow = builder.gep(Bm.data, [builder.add(b_off, builder.mul(k, b_ks))])
-        bv = [builder.load(builder.bitcast(builder.gep(brow, [const(width * v)]), vptr), align=4)
-              for v in range(nvec)]
-        zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
-        if prefetch:
-            fetch(builder.gep(brow, [builder.mul(const(prefetch), b_ks)]), False)
-        kofs = builder.mul(k, a_ks)
-        new = []
-        for r in range(ROWS):
-            s = builder.load(builder.gep(arow[r], [kofs]))
-            s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
-            s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), zero_mask)
-            new.append([builder.call(fma, [s, bv[v], sums[r][v]]) for v in range(nvec)])
-        k_next = builder.add(k, const(1))
-        k.add_incoming(k0, entry)
-        k.add_incoming(k_next, loop)
-        for r in range(ROWS):
-            for v in range(nvec):
-                sums[r][v].add_incoming(zero, entry)
-                sums[r][v].add_incoming(new[r][v], loop)
-        builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
-        builder.position_at_end(done)
-        out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(ROWS)]
-        for r in range(ROWS):
-            for v in range(nvec):
-                out[r][v].add_incoming(zero, entry)
-                out[r][v].add_incoming(new[r][v], loop)
+        brow = lambda k: builder.gep(Bm.data, [builder.add(b_off, builder.mul(k, b_ks))])
+        ahead = (lambda row: fetch(builder.gep(row, [builder.mul(const(prefetch), b_ks)]), False)) if prefetch else None
+        out = register_sums(builder, fma, vec, arow, a_ks, brow, [[zero] * nvec] * ROWS, k0, k1, "tile", ahead)
         nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
 
         def store(streamed):
@@ -386,6 +355,50 @@ def _tile_codegen(ROWS, COLS, prefetch, a, a_off, a_rs, a_ks, nrows, b, b_off, b
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def register_sums(builder, fma, vec, arows, a_ks, b_row, init, k0, k1, name, hint=None):
+    """Emit the k loop of a register tile (LLVM IR): sums[r][v] = init[r][v] + the sum over k in
+    [k0, k1) of A[r, k] * B[k, v], with A[r, k] the value at arows[r] + k a_ks (broadcast to a
+    vector) and B[k, v] the v-th vector of the row at b_row(k) (len(init[0]) vectors a row);
+    hint(row), if given, is called with each k's row of B (a prefetch). The sums stay in vector
+    registers for the whole loop. Returns them as values after the loop (init where it ran no k)."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    width, rows, nvec = vec.count, len(init), len(init[0])
+    entry = builder.block
+    loop, done = builder.append_basic_block(name + ".loop"), builder.append_basic_block(name + ".done")
+    builder.cbranch(builder.icmp_signed("<", k0, k1), loop, done)
+    builder.position_at_end(loop)
+    k = builder.phi(i64)
+    sums = [[builder.phi(vec) for _ in range(nvec)] for _ in range(rows)]
+    row = b_row(k)
+    bv = [builder.load(builder.bitcast(builder.gep(row, [ir.Constant(i64, width * v)]), vec.as_pointer()), align=4)
+          for v in range(nvec)]
+    if hint is not None:
+        hint(row)
+    kofs = builder.mul(k, a_ks)
+    new = []
+    for r in range(rows):
+        a = builder.insert_element(ir.Constant(vec, ir.Undefined), builder.load(builder.gep(arows[r], [kofs])),
+                                   ir.Constant(i32, 0))
+        broadcast = ir.Constant(ir.VectorType(i32, width), [0] * width)
+        a = builder.shuffle_vector(a, ir.Constant(vec, ir.Undefined), broadcast)
+        new.append([builder.call(fma, [a, bv[v], sums[r][v]]) for v in range(nvec)])
+    k_next = builder.add(k, ir.Constant(i64, 1))
+    k.add_incoming(k0, entry)
+    k.add_incoming(k_next, loop)
+    for r in range(rows):
+        for v in range(nvec):
+            sums[r][v].add_incoming(init[r][v], entry)
+            sums[r][v].add_incoming(new[r][v], loop)
+    builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
+    builder.position_at_end(done)
+    out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(rows)]
+    for r in range(rows):
+        for v in range(nvec):
+            out[r][v].add_incoming(init[r][v], entry)
+            out[r][v].add_incoming(new[r][v], loop)
+    return out
 
 
 TILE_PREFETCH = 16   # the 8 x 32 tile asks for B's rows this many values of k ahead

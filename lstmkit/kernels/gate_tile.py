@@ -21,7 +21,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from lstmkit.kernels.core import jit
+from lstmkit.kernels.core import jit, register_sums
 
 ROWS, UNITS = 4, 16          # batch rows and units per tile: 16 accumulators of 16 float32
 WIDTH = 4 * UNITS            # values of a packed row: i, f, g, o of 16 units
@@ -40,15 +40,15 @@ def pack_by_units(M, packed):
 
 
 @intrinsic
-def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, u_off, H, b, b_off, cs, cp_off, cn_off, hn, hn_off,
+def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, group, H, b, cs, cp_off, cn_off, hn, hn_off,
               y, y_off, keep, gates, g_off, th, th_off):
-    """One step of 4 rows (r < 4) and 16 units (j < 16) starting at unit u0, on flat element
-    offsets into the arrays' data (every row of x, h, cs, hn, y and th is `I` or `H` values after
-    the one before; rows of gates 4H):
+    """One step of 4 rows (r < 4) and the 16 units of a unit group (j < 16: unit 16 group + j),
+    on flat element offsets into the arrays' data (every row of x, h, cs, hn, y and th is `I` or
+    `H` values after the one before; rows of gates 4H):
 
-        x_t:     x.data[x_off + r I + k]        W packed: Wu.data[u_off_W + 64 k + 16 g + j]
-        h_{t-1}: h.data[h_off + r H + k]        U packed: Uu.data[u_off + 64 k + 16 g + j]
-        b:       b.data[b_off + g H + j]        (u_off_W = u_off / H * I: the same unit group)
+        x_t:     x.data[x_off + r I + k]        W packed: Wu[group, k, 16 g + j]
+        h_{t-1}: h.data[h_off + r H + k]        U packed: Uu[group, k, 16 g + j]
+        b:       b[g H + 16 group + j]
         C_{t-1}: cs.data[cp_off + r H + j]  ->  C_t: cs.data[cn_off + r H + j]
         h_t:     hn.data[hn_off + r H + j]
 
@@ -58,7 +58,7 @@ def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, u_off, H, b, b_off, cs, 
     dtype = types.float32
     if any(getattr(a, "dtype", None) != dtype for a in (x, Wu, h, Uu, b, cs, hn, y, gates, th)):
         return None
-    sig = types.void(x, x_off, I, Wu, h, h_off, Uu, u_off, H, b, b_off, cs, cp_off, cn_off, hn, hn_off, y, y_off,
+    sig = types.void(x, x_off, I, Wu, h, h_off, Uu, group, H, b, cs, cp_off, cn_off, hn, hn_off, y, y_off,
                      keep, gates, g_off, th, th_off)
 
     def codegen(context, builder, signature, args):
@@ -73,10 +73,10 @@ def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, u_off, H, b, b_off, cs, 
         splat = lambda v: ir.Constant(vec, [ir.Constant(f32, v)] * UNITS)
         data = lambda i: context.make_array(tys[i])(context, builder, args[i]).data
         num = lambda i: context.cast(builder, args[i], tys[i], types.int64)
-        X, WU, Hh, UU, Bb, CS, HN, Y, GATES, TH = (data(i) for i in (0, 3, 4, 6, 9, 11, 14, 16, 19, 21))
-        x_off, I, h_off, u_off, H, b_off, cp_off, cn_off, hn_off, y_off, g_off, th_off = (
-            num(i) for i in (1, 2, 5, 7, 8, 10, 12, 13, 15, 17, 20, 22))
-        keep = builder.icmp_signed("!=", num(18), const(0))
+        X, WU, Hh, UU, Bb, CS, HN, Y, GATES, TH = (data(i) for i in (0, 3, 4, 6, 9, 10, 13, 15, 18, 20))
+        x_off, I, h_off, group, H, cp_off, cn_off, hn_off, y_off, g_off, th_off = (
+            num(i) for i in (1, 2, 5, 7, 8, 11, 12, 14, 16, 19, 21))
+        keep = builder.icmp_signed("!=", num(17), const(0))
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
                                              "llvm.fma.v16f32")
         floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]), "llvm.floor.v16f32")
@@ -108,41 +108,15 @@ def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, u_off, H, b, b_off, cs, 
 
         def products(A, a_off, a_rs, P, p_off, K, sums, name):
             """sums[r][g] + sum over k < K of A[r, k] P[k, 16 g:16 g + 16], in registers."""
-            arow = [builder.gep(A, [row(a_off, r, a_rs)]) for r in range(ROWS)]
-            entry = builder.block
-            loop, done = builder.append_basic_block(name + ".loop"), builder.append_basic_block(name + ".done")
-            builder.cbranch(builder.icmp_signed("<", const(0), K), loop, done)
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            acc = [[builder.phi(vec) for _ in range(4)] for _ in range(ROWS)]
-            prow = builder.gep(P, [builder.add(p_off, builder.mul(k, const(WIDTH)))])
-            pv = [builder.load(at(prow, const(UNITS * g)), align=4) for g in range(4)]
-            new = []
-            for r in range(ROWS):
-                a = builder.insert_element(ir.Constant(vec, ir.Undefined), builder.load(builder.gep(arow[r], [k])),
-                                           ir.Constant(i32, 0))
-                a = builder.shuffle_vector(a, ir.Constant(vec, ir.Undefined), ir.Constant(ivec, [0] * UNITS))
-                new.append([builder.call(fma, [a, pv[g], acc[r][g]]) for g in range(4)])
-            k_next = builder.add(k, const(1))
-            k.add_incoming(const(0), entry)
-            k.add_incoming(k_next, loop)
-            for r in range(ROWS):
-                for g in range(4):
-                    acc[r][g].add_incoming(sums[r][g], entry)
-                    acc[r][g].add_incoming(new[r][g], loop)
-            builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
-            builder.position_at_end(done)
-            out = [[builder.phi(vec) for _ in range(4)] for _ in range(ROWS)]
-            for r in range(ROWS):
-                for g in range(4):
-                    out[r][g].add_incoming(sums[r][g], entry)
-                    out[r][g].add_incoming(new[r][g], loop)
-            return out
+            arows = [builder.gep(A, [row(a_off, r, a_rs)]) for r in range(ROWS)]
+            p_row = lambda k: builder.gep(P, [builder.add(p_off, builder.mul(k, const(WIDTH)))])
+            return register_sums(builder, fma, vec, arows, const(1), p_row, sums, const(0), K, name)
 
+        b_off = builder.mul(group, const(UNITS))
         bias = [load(Bb, builder.add(b_off, builder.mul(const(g), H))) for g in range(4)]
-        w_off = builder.mul(builder.sdiv(u_off, H), I)
-        z = products(X, x_off, I, WU, w_off, I, [bias] * ROWS, "xw")
-        z = products(Hh, h_off, H, UU, u_off, H, z, "hu")
+        panel = lambda K: builder.mul(builder.mul(group, K), const(WIDTH))     # the group's packed rows
+        z = products(X, x_off, I, WU, panel(I), I, [bias] * ROWS, "xw")
+        z = products(Hh, h_off, H, UU, panel(H), H, z, "hu")
         two, one = splat(2.0), splat(1.0)
         four_h = builder.mul(const(4), H)
         for r in range(ROWS):

@@ -26,7 +26,7 @@ from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at,
                                     forward_on_threads, product, project, sequence_args, step_args,
                                     step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
-from lstmkit.kernels.gate_tile import ROWS, UNITS, WIDTH, lstm_tile
+from lstmkit.kernels.gate_tile import ROWS, UNITS, lstm_tile
 
 threads.apply_env()
 
@@ -149,7 +149,7 @@ def _tile_step(x, Wu, h_prev, Uu, b, cs, hn, y, gates, tanh_c, t, tp, tn, r0, r1
     th, h_row = (0, t) if ring else (t, tn)
     for u in range(0, H, UNITS):                     # a unit group's packed rows stay in L1 for all its tiles
         for r in range(r0, r1, ROWS):
-            lstm_tile(x, (t * B + r) * I, I, Wu, h_prev, r * H, Uu, u // UNITS * H * WIDTH, H, b, u,
+            lstm_tile(x, (t * B + r) * I, I, Wu, h_prev, r * H, Uu, u // UNITS, H, b,
                       cs, (tp * B + r) * H + u, (tn * B + r) * H + u, hn, (h_row * B + r) * H + u,
                       y, (t * B + r) * H + u, not ring, gates, (t * B + r) * 4 * H + u, tanh_c, (th * B + r) * H + u)
 
