@@ -549,13 +549,14 @@ def _step_strides(a3):
 
 GEMM_TN_DEPTH = 256   # k rows per block of gemm_tn: a 256 x 32 panel of b (32 KB) stays in L1
 GEMM_TN_TILES = 64    # tiles of 8 columns of a per block of gemm_tn (512 KB packed: stays in L2)
+GEMM_TN_SKEW = 2      # spare k rows after each packed tile of a and panel of b (see gemm_tn)
 
 
 def gemm_tn_scratch(M, panels, dtype):
     """The (shape, dtype) of the two pack buffers gemm_tn needs for M columns of a and `panels`
     column panels of b (for `buffers.empty_group`)."""
-    return [(((M + TILE_ROWS - 1) // TILE_ROWS, GEMM_TN_DEPTH, TILE_ROWS), dtype),
-            ((panels, GEMM_TN_DEPTH, TILE_COLS), dtype)]
+    return [(((M + TILE_ROWS - 1) // TILE_ROWS, GEMM_TN_DEPTH + GEMM_TN_SKEW, TILE_ROWS), dtype),
+            ((panels, GEMM_TN_DEPTH + GEMM_TN_SKEW, TILE_COLS), dtype)]
 
 
 @jit
@@ -576,12 +577,17 @@ def gemm_tn(a, a2, b, c, p0, p1, ap, bp, accumulate):
     at a time (`_make_copy`; a's values one by one where M1 or M2 is not a multiple of 8: at 16,
     200, 64, 64 the backward took 1.79-1.91 ms against 1.97-2.04 with every value copied alone).
     The tiles then run GEMM_TN_TILES tiles of a at a time over all panels, so that those stay in
-    L2 (one core, K, M, N = 6400, 2048, 2048 on packed blocks: 142 -> 153 GFLOP/s)."""
+    L2 (one core, K, M, N = 6400, 2048, 2048 on packed blocks: 142 -> 153 GFLOP/s). The packed
+    tiles and panels lie D + GEMM_TN_SKEW rows apart, not D: at D their starts are 8 and 32 KB
+    apart, so that the lines a copy of one row of the block writes (16 tiles and 8 panels at 16,
+    200, 64, 64) all fall in the same few sets of the 12-way L1 and evict one another (most
+    likely; the packing of a thread's rows there, one core: 188 -> 113 µs; the backward, five
+    alternating pairs, 1.86-1.95 -> 1.79-1.87 ms)."""
     a3, a23, b3 = _as_steps(a), _as_steps(a2), _as_steps(b)
     S, R, M1 = a3.shape
     M = M1 + a23.shape[2]
     K = S * R
-    D = GEMM_TN_DEPTH
+    D, Dp = GEMM_TN_DEPTH, GEMM_TN_DEPTH + GEMM_TN_SKEW      # k rows per block, and per packed tile or panel
     mt = (M + TILE_ROWS - 1) // TILE_ROWS
     ldc = leading_dim(c)
     whole_tiles = M1 % TILE_ROWS == 0 and M % TILE_ROWS == 0
@@ -597,9 +603,9 @@ def gemm_tn(a, a2, b, c, p0, p1, ap, bp, accumulate):
             a_at, a2_at, b_at = s * as0 + r * as1, s * a2s0 + r * a2s1, s * bs0 + r * bs1
             if whole_tiles:
                 for q in range(M1 // TILE_ROWS):
-                    _copy_a(a3, a_at + q * TILE_ROWS, ap, (q * D + k) * TILE_ROWS)
+                    _copy_a(a3, a_at + q * TILE_ROWS, ap, (q * Dp + k) * TILE_ROWS)
                 for q in range(M1 // TILE_ROWS, mt):
-                    _copy_a(a23, a2_at + q * TILE_ROWS - M1, ap, (q * D + k) * TILE_ROWS)
+                    _copy_a(a23, a2_at + q * TILE_ROWS - M1, ap, (q * Dp + k) * TILE_ROWS)
             else:
                 ar, a2r = a3[s, r], a23[s, r]
                 for m in range(M1):
@@ -607,12 +613,12 @@ def gemm_tn(a, a2, b, c, p0, p1, ap, bp, accumulate):
                 for m in range(M1, M):
                     ap[m // TILE_ROWS, k, m % TILE_ROWS] = a2r[m - M1]
             for p in range(p1 - p0):
-                _copy_b(b3, b_at + (p0 + p) * TILE_COLS, bp, (p * D + k) * TILE_COLS)
+                _copy_b(b3, b_at + (p0 + p) * TILE_COLS, bp, (p * Dp + k) * TILE_COLS)
         for q0 in range(0, mt, GEMM_TN_TILES):
             for p in range(p1 - p0):
                 for q in range(q0, min(mt, q0 + GEMM_TN_TILES)):
-                    _tile(ap, q * D * TILE_ROWS, 1, TILE_ROWS, min(TILE_ROWS, M - q * TILE_ROWS), bp,
-                          p * D * TILE_COLS, TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, ldc, 0, kd,
+                    _tile(ap, q * Dp * TILE_ROWS, 1, TILE_ROWS, min(TILE_ROWS, M - q * TILE_ROWS), bp,
+                          p * Dp * TILE_COLS, TILE_COLS, c, q * TILE_ROWS * ldc + (p0 + p) * TILE_COLS, ldc, 0, kd,
                           accumulate or k0 > 0, False)
 
 
