@@ -208,8 +208,8 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, til
     and runs the recurrence of batch rows r0:r1, each step once its rows are projected
     (`project`, `step_product`). x (T, B, I), W (I, G), U (H, G). Where `uses_gate_tile` says so,
     the LSTM's tile_part (same arguments) runs instead, its rows' steps in registers (fill
-    GATE_TILE: nothing projected beforehand; Wp and Up are W and U packed by
-    `gate_tile.pack_by_units`).
+    GATE_TILE: nothing projected beforehand; Wp and Up (threads, H/16, I or H, 64) take each
+    thread's own copy of W and U packed by `gate_tile.pack_by_units`, which it packs first).
 
     Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
     the projecting thread also packs U^T for the backward (unless not for_backward), returned
@@ -222,10 +222,7 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, til
     UTp = buffers.empty(ut_shape, x.dtype) if ut_shape else use_blas(x.dtype)   # (kept by the cache)
     sync[:] = sync_start
     in_registers = jobs[0][1] & GATE_TILE
-    if in_registers:
-        gate_tile.pack_by_units(W, Wp)
-        gate_tile.pack_by_units(U, Up)
-    elif not pipelined:                             # (the threads pack what they use beside a small batch)
+    if not in_registers and not pipelined:          # (the threads pack what they use otherwise)
         if Wp.size:
             pack(W, Wp, False)
         if Up.size:
@@ -246,7 +243,7 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward, in_registers=
     parts = batch_parts(B, H, G, dtype)
     if in_registers and uses_gate_tile(B, I, H, dtype, parts):
         jobs = tuple(((q, 0, 0, T * B, r0, r1), GATE_TILE) for q, (r0, r1) in enumerate(runs(B, parts)))
-        shapes = ((H // gate_tile.UNITS, I, gate_tile.WIDTH), (H // gate_tile.UNITS, H, gate_tile.WIDTH))
+        shapes = ((parts, H // gate_tile.UNITS, I, gate_tile.WIDTH), (parts, H // gate_tile.UNITS, H, gate_tile.WIDTH))
         sync = projection_sync([(0, 0)] * parts)
         return tuple((shape, dtype) for shape in shapes) + ((sync.shape, sync.dtype),), None, jobs, sync, False
     w_shape, u_shape = projection_shape((I, G), dtype, T * B), packed_shape((H, G), dtype, B // parts, False)
