@@ -29,7 +29,7 @@ import numpy as np
 from lstmkit.kernels import buffers, gate_tile, threads
 from lstmkit.kernels.core import (RELEASED, ROW_COLS, SYNC_STRIDE, TILE_COLS, TILE_ROWS, barrier, barrier_array,
                                   finished, gemm, gemm_tn, gemm_tn_scratch, jit, load_acquire, pack, packed_gemm,
-                                  spin_turn, started, store_release)
+                                  spin_turn, started, store_release, wide_vectors)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
 
@@ -515,15 +515,20 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0
 @jit
 def _sum_partials(partials, dW, dU, c0, c1):
     """Columns c0:c1 of dW (I, G) and dU (H, G) = the sum over threads of partials (threads,
-    I + H, G), [dW; dU] of each thread's rows, added in thread order."""
-    I = dW.shape[0]
+    I + H, G), [dW; dU] of each thread's rows, added in thread order. The loops run over
+    slices from 0, which LLVM vectorises (indexed from c0, they stayed scalar: 16.6 against 3.0
+    µs on one core for half the columns at I = H = 64)."""
+    wide_vectors()
+    I, n = dW.shape[0], c1 - c0
     for i in range(partials.shape[1]):
-        out = dW[i] if i < I else dU[i - I]
-        for j in range(c0, c1):
-            out[j] = partials[0, i, j]
+        out = (dW[i] if i < I else dU[i - I])[c0:c1]
+        first = partials[0, i, c0:c1]
+        for j in range(n):
+            out[j] = first[j]
         for p in range(1, partials.shape[0]):
-            for j in range(c0, c1):
-                out[j] += partials[p, i, j]
+            row = partials[p, i, c0:c1]
+            for j in range(n):
+                out[j] += row[j]
 
 
 @jit
