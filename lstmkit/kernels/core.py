@@ -512,7 +512,7 @@ def _as_steps_overload(a):
     return None
 
 
-def _make_copy(N):
+def make_copy(N):
     """An intrinsic copying N values, src.data[src_off:src_off + N] to dst.data[dst_off:...], as
     one vector load and store (flat element offsets, as in `_tile_codegen`). A loop of N
     element copies does not vectorise: LLVM unrolls it and then cannot tell that src and dst
@@ -538,7 +538,7 @@ def _make_copy(N):
     return intrinsic(copy)
 
 
-_copy_a, _copy_b = _make_copy(TILE_ROWS), _make_copy(TILE_COLS)   # a row's values of a tile of a, of a panel of b
+_copy_a, _copy_b = make_copy(TILE_ROWS), make_copy(TILE_COLS)   # a row's values of a tile of a, of a panel of b
 
 
 @jit
@@ -574,7 +574,7 @@ def gemm_tn(a, a2, b, c, p0, p1, ap, bp, accumulate):
     Per block of D = GEMM_TN_DEPTH values of k, the block of a is packed as (M/8, D, 8) tiles and
     the block of b as (panels, D, 32), both read row by row, so that the tiles read contiguous
     memory (rows of a and b are often 4 KB apart and would evict each other from L1), a vector
-    at a time (`_make_copy`; a's values one by one where M1 or M2 is not a multiple of 8: at 16,
+    at a time (`make_copy`; a's values one by one where M1 or M2 is not a multiple of 8: at 16,
     200, 64, 64 the backward took 1.79-1.91 ms against 1.97-2.04 with every value copied alone).
     The tiles then run GEMM_TN_TILES tiles of a at a time over all panels, so that those stay in
     L2 (one core, K, M, N = 6400, 2048, 2048 on packed blocks: 142 -> 153 GFLOP/s). The packed

@@ -21,22 +21,26 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from lstmkit.kernels.core import jit, register_sums
+from lstmkit.kernels.core import jit, make_copy, register_sums
 
 ROWS, UNITS = 4, 16          # batch rows and units per tile: 16 accumulators of 16 float32
 WIDTH = 4 * UNITS            # values of a packed row: i, f, g, o of 16 units
 
 
+_copy_units = make_copy(UNITS)
+
+
 @jit
 def pack_by_units(M, packed):
-    """Lay M (K, 4H) out as packed (H/16, K, 64): packed[u, k, 16 g + j] = M[k, g H + 16 u + j]."""
+    """Lay M (K, 4H) out as packed (H/16, K, 64): packed[u, k, 16 g + j] = M[k, g H + 16 u + j],
+    16 values at a time (`core.make_copy`: a loop over j did not vectorise; one core, 64 x 256:
+    2.0 against 4.0 µs)."""
     K, G = M.shape
     H = G // 4
     for u in range(H // UNITS):
         for k in range(K):
             for g in range(4):
-                for j in range(UNITS):
-                    packed[u, k, g * UNITS + j] = M[k, g * H + u * UNITS + j]
+                _copy_units(M, k * G + g * H + u * UNITS, packed, (u * K + k) * WIDTH + g * UNITS)
 
 
 @intrinsic
