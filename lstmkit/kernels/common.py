@@ -324,17 +324,17 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
 def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
     """What `backward_on_threads` does for these shapes on n_threads, worked out once (as
     `_forward_layout`): the (shape, dtype) of dx, dW, dU and db, and of the threads' db (float64),
-    sync, the threads' partial weight gradients and W^T packed (`finish_backward`; empty unless
-    each thread does its own rows) and each thread's gemm_tn scratch, each thread's (q, r0, r1,
+    sync, the threads' partial weight gradients and copies of W^T packed (`finish_backward`;
+    empty unless each thread does its own rows) and each thread's gemm_tn scratch, each thread's (q, r0, r1,
     c0, c1, block), what sync starts as, and the shape of U^T packed (or None)."""
     parts = batch_parts(B, H, G, dtype)
     batch_runs, columns, blocks, own = backward_plan(T, B, I, H, G, parts, dtype)
     sync = barrier_array(len(batch_runs))
     sync[BPTT_AT::SYNC_STRIDE] = T                    # (no BPTT step done yet)
     grad_specs = (((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), (bias_shape, dtype))
+    wt_shape = packed_shape((I, G), dtype, TILE_ROWS, True) if own else (0, 0, TILE_COLS)
     call_specs = [((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype),
-                  ((parts, I + H, G) if own else (0, 0, 0), dtype),
-                  (packed_shape((I, G), dtype, TILE_ROWS, True) if own else (0, 0, TILE_COLS), dtype)]
+                  ((parts, I + H, G) if own else (0, 0, 0), dtype), ((len(batch_runs), *wt_shape), dtype)]
     rows = I + H if own else max(I, H)
     for (c0, c1), block in zip(columns, blocks):
         call_specs += weight_grad_scratch(rows, H, (0, G) if block or own else (c0, c1), dtype)
@@ -467,14 +467,16 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0
     dU = h_{t-1}^T dhu. x (T, B, I), hs (T+1, B, H) (h_{t-1} = hs[t]), dxw, dhu (T, B, G) the
     gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN); scratch = (ap,
     bp, WTp, partials): ap, bp for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use
-    BLAS, WTp (I/32, G, 32) for W^T packed and partials (threads, I + H, G), both shared by the
-    threads and empty unless each thread does its own rows.
+    BLAS, WTp (threads, I/32, G, 32) for each thread's W^T packed and partials (threads, I + H,
+    G), both empty unless each thread does its own rows.
 
     Where partials is not empty, each thread does the products of its own batch rows r0:r1, which
-    its BPTT has just written: its partial [dW; dU] into partials[q] and, after a barrier (the
-    threads pack a run of the panels of W^T each before it), its rows of dx; then it sums columns
-    c0:c1 of the partials into dW and dU in thread order (at 16, 200, 64, 64 the backward 2.8 ->
-    2.4 ms: the shares of all rows read half of dz from the other core).
+    its BPTT has just written: its rows of dx (on its own copy of W^T packed, so that no thread
+    waits for another before it), then its partial [dW; dU] into partials[q], and after a
+    barrier it sums columns c0:c1 of the partials into dW and dU in thread order (at 16, 200, 64,
+    64 the backward 2.8 -> 2.4 ms against shares of all rows, which read half of dz from the
+    other core; dx first, while the dz of the last steps BPTT did is in L2, then [dW; dU]: five
+    alternating pairs 1.81-2.04 against 1.83-2.11 ms, each pair faster).
     Otherwise: a thread with block > 0 (and no BPTT rows) first sums all of dW and dU, over
     blocks of `block` steps as BPTT finishes them, from the last step down. Then, after a barrier
     (the products read every row), each thread does its run of the rows of dx and, unless a thread
@@ -484,15 +486,14 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0
     ap, bp, WTp, partials = scratch
     if partials.shape[0]:
         xq, hq, P = x[:, r0:r1], hs[:T, r0:r1], G // TILE_COLS
+        pack(W, WTp[q], True)
+        packed_gemm(dxw[:, r0:r1], WTp[q], dx[:, r0:r1], False)
         if dxw.ctypes.data == dhu.ctypes.data:       # [dW; dU] = [x h]^T dz in one product
             gemm_tn(xq, hq, dxw[:, r0:r1], partials[q], 0, P, ap, bp, False)
         else:
             gemm_tn(xq, xq[:, :, :0], dxw[:, r0:r1], partials[q, :I], 0, P, ap, bp, False)
             gemm_tn(hq, hq[:, :, :0], dhu[:, r0:r1], partials[q, I:], 0, P, ap, bp, False)
-        p0, p1 = run_of(WTp.shape[0], partials.shape[0], q, 1)
-        pack(W[p0 * TILE_COLS:p1 * TILE_COLS], WTp[p0:p1], True)
         barrier(sync, q, 1)
-        packed_gemm(dxw[:, r0:r1], WTp, dx[:, r0:r1], False)
         _sum_partials(partials, dW, dU, c0, c1)
         finished(sync, q)
         return
