@@ -101,3 +101,14 @@ def test_a_group_is_aligned_arrays_of_one_block_free_when_all_die(pool):
     assert pool.pooled_bytes()[1] == 0                     # c still holds the block
     del c
     assert pool.pooled_bytes()[0] == 0
+
+
+def test_the_smallest_free_block_that_fits_is_used(pool):
+    arrays = [pool.empty((rows, 200), np.float32) for rows in (600, 450, 330, 310)]   # 480, 360, 264, 248 KB
+    block_of = {rows: id(a.base) for rows, a in zip((600, 450, 330, 310), arrays)}
+    del arrays
+    a = pool.empty((320, 200), np.float32)      # 256 KB: the 248 KB block is too small
+    b = pool.empty((300, 200), np.float32)      # 240 KB
+    c = pool.empty((300, 200), np.float32)      # 240 KB again: 360 KB is the smallest free block that fits
+    assert [id(x.base) for x in (a, b, c)] == [block_of[330], block_of[310], block_of[450]]
+    assert len(pool._blocks) == 4
