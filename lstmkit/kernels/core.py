@@ -134,6 +134,25 @@ def _float_from_bits(typingctx, bits):
     return out(bits), codegen
 
 
+@intrinsic
+def _bits_of(typingctx, x):
+    """The bits of a float32 as an int32."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(x), codegen
+
+
+# float32 exp's rounding: t = x / ln 2 + EXP_ROUND has a last place of 1 (it lies in [2^23, 2^24)), so
+# it rounds x / ln 2 to the nearest integer k, and its low 9 bits hold k + 127, the exponent field of
+# 2^k (|k| <= 127 after the clamp): t's bits shifted left by 23 are 2^k. Three operations fewer than
+# floor, convert and add (inference at 16, 200, 64, 64 faster in 3 of 4 alternating pairs, 1-6%).
+EXP_ROUND = 1.5 * 2 ** 23 + 127
+
+
 def vexp(x):
     """exp(x), vectorisable: use inside compiled loops only."""
     return math.exp(x)
@@ -145,7 +164,8 @@ def _vexp(x):
         def exp32(x):
             x = np.float32(-87.0) if x < np.float32(-87.0) else x   # 2**k stays a normal number
             x = np.float32(88.0) if x > np.float32(88.0) else x
-            k = np.floor(x * np.float32(1.44269504) + np.float32(0.5))
+            t = x * np.float32(1.44269504) + np.float32(EXP_ROUND)   # k + 127 in its low bits
+            k = t - np.float32(EXP_ROUND)
             r = x - k * np.float32(0.693359375) + k * np.float32(2.12194440e-4)  # x - k ln2
             p = np.float32(1.0 / 5040.0)
             p = p * r + np.float32(1.0 / 720.0)
@@ -155,7 +175,7 @@ def _vexp(x):
             p = p * r + np.float32(0.5)
             p = p * r + np.float32(1.0)
             p = p * r + np.float32(1.0)
-            return p * _float_from_bits(np.int32((np.int32(k) + np.int32(127)) << np.int32(23)))
+            return p * _float_from_bits(np.int32(_bits_of(t) << np.int32(23)))
         return exp32
     if x == types.float64:
         def exp64(x):

@@ -21,7 +21,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from lstmkit.kernels.core import jit, make_copy, register_sums
+from lstmkit.kernels.core import EXP_ROUND, jit, make_copy, register_sums
 
 ROWS, UNITS = 4, 16          # batch rows and units per tile: 16 accumulators of 16 float32
 WIDTH = 4 * UNITS            # values of a packed row: i, f, g, o of 16 units
@@ -83,25 +83,24 @@ def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, group, H, b, cs, cp_off,
         keep = builder.icmp_signed("!=", num(17), const(0))
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
                                              "llvm.fma.v16f32")
-        floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]), "llvm.floor.v16f32")
         fast = ("contract", "nsz", "arcp", "afn")
         at = lambda base, off: builder.bitcast(builder.gep(base, [off]), vptr)
         load = lambda base, off: builder.load(at(base, off), align=4)
         row = lambda off, r, stride: builder.add(off, builder.mul(const(r), stride))
 
         def vexp(v):
-            """core.vexp on a vector: clamp, k = round(v / ln 2), r = v - k ln 2, p(r) 2^k."""
+            """core.vexp on a vector: clamp, k = round(v / ln 2) (in the low bits of t), r = v - k ln 2,
+            p(r) 2^k."""
             v = builder.select(builder.fcmp_ordered("<", v, splat(-87.0)), splat(-87.0), v)
             v = builder.select(builder.fcmp_ordered(">", v, splat(88.0)), splat(88.0), v)
-            k = builder.call(floor, [builder.fadd(builder.fmul(v, splat(1.44269504), flags=fast), splat(0.5),
-                                                  flags=fast)])
+            t = builder.fadd(builder.fmul(v, splat(1.44269504), flags=fast), splat(EXP_ROUND), flags=fast)
+            k = builder.fsub(t, splat(EXP_ROUND))
             r = builder.fadd(builder.fsub(v, builder.fmul(k, splat(0.693359375), flags=fast), flags=fast),
                              builder.fmul(k, splat(2.12194440e-4), flags=fast), flags=fast)
             p = splat(1.0 / 5040.0)
             for c in (1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0):
                 p = builder.fadd(builder.fmul(p, r, flags=fast), splat(c), flags=fast)
-            bits = builder.shl(builder.add(builder.fptosi(k, ivec), ir.Constant(ivec, [ir.Constant(i32, 127)] * UNITS)),
-                               ir.Constant(ivec, [ir.Constant(i32, 23)] * UNITS))
+            bits = builder.shl(builder.bitcast(t, ivec), ir.Constant(ivec, [ir.Constant(i32, 23)] * UNITS))
             return builder.fmul(p, builder.bitcast(bits, vec), flags=fast)
 
         def sigmoid(v):
