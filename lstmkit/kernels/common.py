@@ -243,7 +243,7 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward, in_registers=
     parts = batch_parts(B, H, G, dtype)
     if in_registers and uses_gate_tile(B, I, H, dtype, parts):
         jobs = tuple(((q, 0, 0, T * B, r0, r1), GATE_TILE) for q, (r0, r1) in enumerate(runs(B, parts)))
-        shapes = ((parts, H // gate_tile.UNITS, I, gate_tile.WIDTH), (parts, H // gate_tile.UNITS, H, gate_tile.WIDTH))
+        shapes = tuple((parts, H // gate_tile.UNITS, K, gate_tile.WIDTH) for K in (I, H))   # a copy per thread
         sync = projection_sync([(0, 0)] * parts)
         return tuple((shape, dtype) for shape in shapes) + ((sync.shape, sync.dtype),), None, jobs, sync, False
     w_shape, u_shape = projection_shape((I, G), dtype, T * B), packed_shape((H, G), dtype, B // parts, False)
@@ -325,8 +325,8 @@ def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
     """What `backward_on_threads` does for these shapes on n_threads, worked out once (as
     `_forward_layout`): the (shape, dtype) of dx, dW, dU and db, and of the threads' db (float64),
     sync, the threads' partial weight gradients and copies of W^T packed (`finish_backward`;
-    empty unless each thread does its own rows) and each thread's gemm_tn scratch, each thread's (q, r0, r1,
-    c0, c1, block), what sync starts as, and the shape of U^T packed (or None)."""
+    empty unless each thread does its own rows) and each thread's gemm_tn scratch, each thread's
+    (q, r0, r1, c0, c1, block), what sync starts as, and the shape of U^T packed (or None)."""
     parts = batch_parts(B, H, G, dtype)
     batch_runs, columns, blocks, own = backward_plan(T, B, I, H, G, parts, dtype)
     sync = barrier_array(len(batch_runs))
