@@ -213,7 +213,8 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, til
 
     Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
     the projecting thread also packs U^T for the backward (unless not for_backward), returned
-    (else None). Otherwise W and U are packed here, once for all threads."""
+    (else None). Otherwise (neither in registers nor beside a small batch) W and U are packed
+    here, once for all threads."""
     T, B, I = x.shape
     specs, ut_shape, jobs, sync_start, pipelined = _forward_layout(T, B, I, *U.shape, x.dtype,
                                                                    threads.get_num_threads(), for_backward,
