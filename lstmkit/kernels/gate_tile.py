@@ -11,8 +11,9 @@ pre-activations written and read back, one pass instead of four over each row. A
 matrix is packed by unit groups (`pack_by_units`) so that the four gates of 16 units are 64
 contiguous values a row.
 
-The exp and the reciprocal are those of `core` (`vexp`, `vrecip`: Cody-Waite reduction, a
-degree-7 polynomial, the CPU's reciprocal estimate and a Newton step), written here on vectors.
+The exp and the reciprocal are those of `core` (`vexp` and its EXP32_* constants, `vrecip`:
+Cody-Waite reduction, a degree-7 polynomial, the CPU's reciprocal estimate and a Newton step),
+written here on vectors.
 Where the step runs this way, training and inference both use it, so that their numbers agree bit
 for bit.
 """
@@ -21,7 +22,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from lstmkit.kernels.core import EXP_ROUND, jit, make_copy, register_sums
+from lstmkit.kernels.core import (EXP32_CLAMP, EXP32_LN2_HI, EXP32_LN2_LO, EXP32_LOG2E, EXP32_TAYLOR, EXP_ROUND, jit,
+                                  make_copy, register_sums)
 
 ROWS, UNITS = 4, 16          # batch rows and units per tile: 16 accumulators of 16 float32
 WIDTH = 4 * UNITS            # values of a packed row: i, f, g, o of 16 units
@@ -33,8 +35,8 @@ _copy_units = make_copy(UNITS)
 @jit
 def pack_by_units(M, packed):
     """Lay M (K, 4H) out as packed (H/16, K, 64): packed[u, k, 16 g + j] = M[k, g H + 16 u + j]
-    (both C-contiguous), 16 values at a time (`core.make_copy`: a loop over j did not vectorise; one core, 64 x 256:
-    2.0 against 4.0 µs)."""
+    (both C-contiguous), 16 values at a time (`core.make_copy`: a loop over j did not vectorise;
+    one core, 64 x 256: 2.0 against 4.0 µs)."""
     K, G = M.shape
     H = G // 4
     for u in range(H // UNITS):
@@ -89,16 +91,17 @@ def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, group, H, b, cs, cp_off,
         row = lambda off, r, stride: builder.add(off, builder.mul(const(r), stride))
 
         def vexp(v):
-            """core.vexp on a vector: clamp, k = round(v / ln 2) (in the low bits of t), r = v - k ln 2,
-            p(r) 2^k."""
-            v = builder.select(builder.fcmp_ordered("<", v, splat(-87.0)), splat(-87.0), v)
-            v = builder.select(builder.fcmp_ordered(">", v, splat(88.0)), splat(88.0), v)
-            t = builder.fadd(builder.fmul(v, splat(1.44269504), flags=fast), splat(EXP_ROUND), flags=fast)
+            """core.vexp on a vector, with its constants: clamp, k = round(v / ln 2) (in the low bits of
+            t), r = v - k ln 2, p(r) 2^k."""
+            lo, hi = EXP32_CLAMP
+            v = builder.select(builder.fcmp_ordered("<", v, splat(lo)), splat(lo), v)
+            v = builder.select(builder.fcmp_ordered(">", v, splat(hi)), splat(hi), v)
+            t = builder.fadd(builder.fmul(v, splat(EXP32_LOG2E), flags=fast), splat(EXP_ROUND), flags=fast)
             k = builder.fsub(t, splat(EXP_ROUND))
-            r = builder.fadd(builder.fsub(v, builder.fmul(k, splat(0.693359375), flags=fast), flags=fast),
-                             builder.fmul(k, splat(2.12194440e-4), flags=fast), flags=fast)
-            p = splat(1.0 / 5040.0)
-            for c in (1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0):
+            r = builder.fadd(builder.fsub(v, builder.fmul(k, splat(EXP32_LN2_HI), flags=fast), flags=fast),
+                             builder.fmul(k, splat(EXP32_LN2_LO), flags=fast), flags=fast)
+            p = splat(EXP32_TAYLOR[0])
+            for c in EXP32_TAYLOR[1:]:
                 p = builder.fadd(builder.fmul(p, r, flags=fast), splat(c), flags=fast)
             bits = builder.shl(builder.bitcast(t, ivec), ir.Constant(ivec, [ir.Constant(i32, 23)] * UNITS))
             return builder.fmul(p, builder.bitcast(bits, vec), flags=fast)
