@@ -1,4 +1,6 @@
 """The kernels' recycled buffers: aligned, reused only once nothing refers to them, bounded."""
+import weakref
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ def pool(monkeypatch):
     monkeypatch.setattr(buffers, "_blocks", [])
     monkeypatch.setattr(buffers, "_sizes", [])
     monkeypatch.setattr(buffers, "_starts", {})
+    monkeypatch.setattr(buffers, "_small", {})
     return buffers
 
 
@@ -41,6 +44,20 @@ def test_a_block_is_reused_only_when_nothing_refers_to_it(pool):
     c = pool.empty(LARGE, np.float32)
     assert c.ctypes.data == address             # the first block, free again
     assert len(pool._blocks) == 2
+
+
+def test_a_small_block_is_reused_only_when_nothing_refers_to_it(pool):
+    a = pool.empty(SMALL, np.float64)
+    b = pool.empty(SMALL, np.float64)           # a still holds the first block
+    assert b.base is not a.base
+    b[...] = 1.0
+    a[...] = 2.0
+    assert np.all(b == 1.0)
+    block = weakref.ref(b.base)
+    del b
+    c = pool.empty(SMALL, np.float64)           # the last block of this size, free again
+    assert c.base is block() and c.ctypes.data % pool.ALIGN == 0
+    assert len(pool._blocks) == 0               # small blocks stay out of the pool
 
 
 def test_blocks_far_larger_than_asked_are_not_used(pool):

@@ -25,6 +25,7 @@ import numpy as np
 
 ALIGN = 128                     # bytes
 POOL_MIN_BYTES = 1 << 17        # smaller arrays come from malloc, which reuses them without faults
+SMALL_KEPT = 256                # small blocks remembered, one per size (`_small_block`)
 POOL_MAX_FREE_BYTES = 1 << 29   # free blocks beyond this go back to the system at the next allocation
 LAYOUTS_KEPT = 256              # group layouts remembered (`_layout`)
 
@@ -33,6 +34,7 @@ _sizes = []                     # their sizes in bytes, in the same order
 _starts = {}                    # id of a block -> the offset of its first ALIGN-byte boundary
 _lock = threading.Lock()
 _layouts = {}                   # specs of a group -> its layout (`_layout`)
+_small = {}                     # bytes -> [block, start]: the last small block of that size
 
 
 def _free_blocks():
@@ -98,8 +100,7 @@ def _block(nbytes):
     """A block of at least nbytes from its ALIGN-byte aligned start on, and that start."""
     size = nbytes + ALIGN
     if nbytes < POOL_MIN_BYTES:
-        block = np.empty(size, np.uint8)
-        return block, -block.ctypes.data % ALIGN
+        return _small_block(size)
     with _lock:
         block = _smallest_free(size)
         if block is None:
@@ -113,6 +114,22 @@ def _block(nbytes):
             if sum(map(_nbytes, free)) > POOL_MAX_FREE_BYTES:
                 _release(free)
         return block, _starts[id(block)]
+
+
+def _small_block(size):
+    """A small block of size bytes from malloc, and its first ALIGN-byte boundary: the one of the
+    last call with this size if nothing refers to it any more. Finding the boundary
+    (`ndarray.ctypes`) costs 15 µs in the cold Python around a kernel call, against 1 µs for
+    this lookup."""
+    with _lock:
+        kept = _small.get(size)
+        if kept is not None and _refs_at(kept, 0) <= _FREE_REFS_AT:
+            return kept[0], kept[1]
+        block = np.empty(size, np.uint8)
+        if len(_small) >= SMALL_KEPT:
+            _small.clear()
+        _small[size] = [block, -block.ctypes.data % ALIGN]
+        return block, _small[size][1]
 
 
 def _smallest_free(size):

@@ -14,10 +14,10 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, product, project, sequence_args, step_args,
-                                    step_product)
-from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
+from lstmkit.kernels.common import (backward_args, backward_on_threads, backward_start, bptt_at, checked,
+                                    finish_backward, forward_on_threads, product, project, sequence_args,
+                                    step_args, step_product)
+from lstmkit.kernels.core import finished, gemm, jit, vsigmoid, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -62,7 +62,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, rz_shift, gates, hu, hs, y, len
 
 
 @jit
-def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx, dW, dU, db, scratch,
+def _backward_part(x, W, U, UTp, pack_ut, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx, dW, dU, db, dbs, scratch,
                    sync, q, r0, r1, c0, c1, block):
     """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW and
     dU (`finish_backward`: of its own rows, or of columns c0:c1, summed beside BPTT where
@@ -70,7 +70,8 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
     from forward; UTp U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`.
     Fills dxw, dhu (T, B, 3H), accumulates db (2, 3H) (float64, this thread's own) and fills its
     share of dx (T, B, I), dW (I, 3H) and dU (H, 3H)."""
-    started(sync, q)                                         # (run_parallel's caller may go on)
+    dbq = dbs[q]
+    backward_start(U, UTp, pack_ut, dbq, sync, q)            # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
     H = G // 3
@@ -99,11 +100,11 @@ def _backward_part(x, W, U, UTp, b, dy, dh, gates, hu, hs, lengths, dxw, dhu, dx
             for j in range(H):
                 dhr[j] *= a[H + j]                                  # directly via z; the product adds dhu U^T
             for j in range(G):
-                db[0, j] += gx[j]
-                db[1, j] += gh[j]
+                dbq[0, j] += gx[j]
+                dbq[1, j] += gh[j]
         product(dhu[t][r0:r1], U, UTp, dh[r0:r1], True, True, t)   # dh_{t-1} += dhu_t U^T
         bptt_at(sync, q, t)
-    finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dxw W^T, dW, dU
+    finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, db, dbs, scratch, sync, q, r0, r1, c0, c1, block)   # dx, dW, dU, db
 
 
 @jit

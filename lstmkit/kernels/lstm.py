@@ -22,9 +22,9 @@ import functools
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, product, project, sequence_args, step_args,
-                                    step_product)
+from lstmkit.kernels.common import (backward_args, backward_on_threads, backward_start, bptt_at, checked,
+                                    finish_backward, forward_on_threads, product, project, sequence_args,
+                                    step_args, step_product)
 from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
 from lstmkit.kernels.gate_tile import ROWS, UNITS, lstm_tile, pack_by_units
 
@@ -167,8 +167,8 @@ def _backward_part(H):
     a third of that speed or less (8 rows of H = 64: 1.6 against 0.45 µs a step; split into passes
     that vectorise, 1.7), while a split loop at a fixed H takes 1.1 µs."""
     @jit
-    def part(x, W, U, UTp, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, scratch, sync, q, r0, r1,
-             c0, c1, block):
+    def part(x, W, U, UTp, pack_ut, dy, dh, dc, gates, hs, cs, tanh_c, lengths, dz, dx, dW, dU, db, dbs, scratch, sync,
+             q, r0, r1, c0, c1, block):
         """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW
         and dU (`finish_backward`: of its own rows, or of columns c0:c1, multiples of 32 for
         `core.gemm_tn`, summed beside BPTT where block > 0). dy (T, B, H); dh, dc (B, H) carry the
@@ -176,7 +176,8 @@ def _backward_part(H):
         (H/w, 4H, w) or empty to use BLAS; scratch the buffers of `finish_backward`. Fills dz
         (T, B, 4H), accumulates db (4H,) (float64, this thread's own) and fills its share of dx
         (T, B, I), dW (I, 4H) and dU (H, 4H)."""
-        started(sync, q)                                         # (run_parallel's caller may go on)
+        dbq = dbs[q]
+        backward_start(U, UTp, pack_ut, dbq, sync, q)            # (run_parallel's caller may go on)
         wide_vectors()
         T, G = gates.shape[0], 4 * H
         one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)
@@ -200,10 +201,10 @@ def _backward_part(H):
                     dcr[j] = dc_t * f                                   # to C_{t-1}
                     dhr[j] = 0.0                                        # the gemm below adds dz_t U^T
                 for j in range(G):
-                    db[j] += d[j]
+                    dbq[j] += d[j]
             product(dz[t][r0:r1], U, UTp, dh[r0:r1], True, True, t)   # dh_{t-1} = dz_t U^T (+ frozen)
             bptt_at(sync, q, t)
-        finish_backward(x, hs, dz, dz, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = dz W^T, dW, dU
+        finish_backward(x, hs, dz, dz, W, dx, dW, dU, db, dbs, scratch, sync, q, r0, r1, c0, c1, block) # dx, dW, dU, db
     return part
 
 

@@ -11,10 +11,10 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
 import numpy as np
 
 from lstmkit.kernels import buffers, threads
-from lstmkit.kernels.common import (backward_args, backward_on_threads, bptt_at, checked, finish_backward,
-                                    forward_on_threads, product, project, sequence_args, step_args,
-                                    step_product)
-from lstmkit.kernels.core import finished, gemm, jit, started, vtanh, wide_vectors
+from lstmkit.kernels.common import (backward_args, backward_on_threads, backward_start, bptt_at, checked,
+                                    finish_backward, forward_on_threads, product, project, sequence_args,
+                                    step_args, step_product)
+from lstmkit.kernels.core import finished, gemm, jit, vtanh, wide_vectors
 
 threads.apply_env()
 
@@ -52,7 +52,7 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, b, a, hs, y, lengths, sync, q, k0,
 
 
 @jit
-def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, scratch,
+def _backward_part(x, W, U, UTp, pack_ut, dy, dh, a, hs, lengths, da, dx, dW, dU, db, dbs, scratch,
                    sync, q, r0, r1, c0, c1, block):
     """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW and
     dU (`finish_backward`: of its own rows, or of columns c0:c1, summed beside BPTT where
@@ -60,7 +60,8 @@ def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, scr
     forward; UTp U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`. Fills
     da (T, B, H), accumulates db (H,) (float64, this thread's own) and fills its share of dx
     (T, B, I), dW (I, H) and dU (H, H)."""
-    started(sync, q)                                         # (run_parallel's caller may go on)
+    dbq = dbs[q]
+    backward_start(U, UTp, pack_ut, dbq, sync, q)            # (run_parallel's caller may go on)
     wide_vectors()
     T, B, H = a.shape
     one = a.dtype.type(1.0)
@@ -75,10 +76,10 @@ def _backward_part(x, W, U, UTp, dy, dh, a, hs, lengths, da, dx, dW, dU, db, scr
                 d[j] = (dyr[j] + dhr[j]) * (one - h[j] * h[j])  # h_t reached y_t and step t+1; tanh'
             for j in range(H):
                 dhr[j] = 0.0                                     # the product below adds da_t U^T
-                db[j] += d[j]
+                dbq[j] += d[j]
         product(da[t][r0:r1], U, UTp, dh[r0:r1], True, True, t)   # dh_{t-1} = da_t U^T (+ frozen)
         bptt_at(sync, q, t)
-    finish_backward(x, hs, da, da, W, dx, dW, dU, scratch, sync, q, r0, r1, c0, c1, block)   # dx = da W^T, dW, dU
+    finish_backward(x, hs, da, da, W, dx, dW, dU, db, dbs, scratch, sync, q, r0, r1, c0, c1, block)   # dx, dW, dU, db
 
 
 @jit
