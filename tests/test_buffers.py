@@ -28,6 +28,14 @@ def test_arrays_are_aligned_contiguous_and_of_the_asked_shape(pool, shape, dtype
     assert np.all(pool.zeros(shape, dtype) == 0)
 
 
+def test_the_arrays_of_a_pooled_group_start_on_pages(pool):
+    group = pool.empty_group((LARGE, np.float32), (SMALL, np.float64), ((7,), np.int64), (LARGE, np.float32))
+    assert [a.ctypes.data % pool.PAGE for a in group] == [0] * 4
+    assert len({a.ctypes.data for a in group}) == 4
+    small = pool.empty_group((SMALL, np.float64), ((7,), np.int64))     # from malloc: 128-byte aligned
+    assert [a.ctypes.data % pool.ALIGN for a in small] == [0, 0] and small[1].ctypes.data - small[0].ctypes.data == 128
+
+
 def test_a_block_is_reused_only_when_nothing_refers_to_it(pool):
     a = pool.empty(LARGE, np.float32)
     address = a.ctypes.data
