@@ -23,6 +23,7 @@ batches   thread while a second projects x W ahead of it (forward) or sums dW an
           steps BPTT has finished (backward): `forward_plan`, `backward_plan`.
 """
 import functools
+import math
 
 import numpy as np
 
@@ -335,7 +336,8 @@ def _backward_layout(T, B, I, H, G, dtype, bias_shape, n_threads):
     sync[BPTT_AT::SYNC_STRIDE] = T                    # (no BPTT step done yet)
     grad_specs = (((T, B, I), dtype), ((I, G), dtype), ((H, G), dtype), (bias_shape, dtype))
     wt_shape = packed_shape((I, G), dtype, TILE_ROWS, True) if own else (0, 0, TILE_COLS)
-    call_specs = [((len(batch_runs), *bias_shape), np.float64), (sync.shape, sync.dtype),
+    bias_row = -(-math.prod(bias_shape) * 8 // buffers.PAGE) * buffers.PAGE // 8   # whole pages of float64
+    call_specs = [((len(batch_runs), bias_row), np.float64), (sync.shape, sync.dtype),
                   ((parts, I + H, G) if own else (0, 0, 0), dtype), ((len(batch_runs), *wt_shape), dtype)]
     rows = I + H if own else max(I, H)
     for (c0, c1), block in zip(columns, blocks):
@@ -467,27 +469,30 @@ PACKED_UT, BPTT_DONE = 1, 2   # the steps of a backward's barrier
 
 
 @jit
-def backward_start(U, UTp, pack_ut, db, sync, q):
-    """The start of thread q's backward part: says it has started (`core.started`), zeroes db, its
-    own float64 sums of the bias gradient, and, where pack_ut, packs its share of the panels of
-    U^T (H, G) into UTp, then waits for the others' (every BPTT product reads all of them). In
-    parallel here, and not by the caller before the threads start: 17 µs at 16, 200, 64, 64."""
+def backward_start(U, UTp, pack_ut, dbs, db, sync, q):
+    """The start of thread q's backward part: says it has started (`core.started`), and, where
+    pack_ut, packs its share of the panels of U^T (H, G) into UTp, then waits for the others'
+    (every BPTT product reads all of them; in parallel here, and not by the caller before the
+    threads start: 17 µs at 16, 200, 64, 64). Returns the thread's own float64 sums of the bias
+    gradient, zeroed: the start of its row of dbs (threads, a whole number of pages: each thread
+    adds to its row every step), shaped as db."""
     started(sync, q)
-    flat = db.reshape(db.size)
-    for j in range(flat.size):
-        flat[j] = 0.0
+    own = dbs[q, :db.size]
+    for j in range(own.size):
+        own[j] = 0.0
     if pack_ut:
         n, W = sync.size // SYNC_STRIDE, UTp.shape[2]
         for p in range(q, UTp.shape[0], n):
             pack(U[p * W:(p + 1) * W], UTp[p:p + 1], True)
         barrier(sync, q, PACKED_UT)
+    return own.reshape(db.shape)
 
 
 @jit
 def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, db, dbs, scratch, sync, q, r0, r1, c0, c1, block):
     """The end of a thread's BPTT: the products over all steps, dx = dxw W^T, dW = x^T dxw and
-    dU = h_{t-1}^T dhu, and thread 0 sums the threads' bias gradients dbs (threads, *db.shape)
-    into db, in thread order. x (T, B, I), hs (T+1, B, H) (h_{t-1} = hs[t]), dxw, dhu (T, B, G) the
+    dU = h_{t-1}^T dhu, and thread 0 sums the threads' bias gradients (`backward_start`) into
+    db, in thread order. x (T, B, I), hs (T+1, B, H) (h_{t-1} = hs[t]), dxw, dhu (T, B, G) the
     gradients of x_t W and h_{t-1} U (the same array for the LSTM and the RNN); scratch = (ap,
     bp, WTp, partials): ap, bp for `core.gemm_tn` (c0, c1 multiples of 32) or ap empty to use
     BLAS, WTp (threads, I/32, G, 32) for each thread's W^T packed and partials (threads, I + H,
@@ -540,14 +545,15 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, db, dbs, scratch, sync, q, r
 
 @jit
 def _sum_bias(dbs, db, q):
-    """On thread 0: db = the sum of dbs (threads, *db.shape) over the threads, in thread order."""
+    """On thread 0: db = the sum over the threads of their rows of dbs (`backward_start`), in
+    thread order."""
     if q > 0:
         return
-    sums, out = dbs.reshape(dbs.shape[0], db.size), db.reshape(db.size)
+    out = db.reshape(db.size)
     for j in range(db.size):
-        total = sums[0, j]
-        for p in range(1, sums.shape[0]):
-            total += sums[p, j]
+        total = dbs[0, j]
+        for p in range(1, dbs.shape[0]):
+            total += dbs[p, j]
         out[j] = total
 
 

@@ -70,8 +70,7 @@ def _backward_part(x, W, U, UTp, pack_ut, b, dy, dh, gates, hu, hs, lengths, dxw
     from forward; UTp U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`.
     Fills dxw, dhu (T, B, 3H), accumulates db (2, 3H) (float64, this thread's own) and fills its
     share of dx (T, B, I), dW (I, 3H) and dU (H, 3H)."""
-    dbq = dbs[q]
-    backward_start(U, UTp, pack_ut, dbq, sync, q)            # (run_parallel's caller may go on)
+    dbq = backward_start(U, UTp, pack_ut, dbs, db, sync, q)     # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape
     H = G // 3

@@ -176,8 +176,7 @@ def _backward_part(H):
         (H/w, 4H, w) or empty to use BLAS; scratch the buffers of `finish_backward`. Fills dz
         (T, B, 4H), accumulates db (4H,) (float64, this thread's own) and fills its share of dx
         (T, B, I), dW (I, 4H) and dU (H, 4H)."""
-        dbq = dbs[q]
-        backward_start(U, UTp, pack_ut, dbq, sync, q)            # (run_parallel's caller may go on)
+        dbq = backward_start(U, UTp, pack_ut, dbs, db, sync, q)     # (run_parallel's caller may go on)
         wide_vectors()
         T, G = gates.shape[0], 4 * H
         one, two = gates.dtype.type(1.0), gates.dtype.type(2.0)

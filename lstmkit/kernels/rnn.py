@@ -60,8 +60,7 @@ def _backward_part(x, W, U, UTp, pack_ut, dy, dh, a, hs, lengths, da, dx, dW, dU
     forward; UTp U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`. Fills
     da (T, B, H), accumulates db (H,) (float64, this thread's own) and fills its share of dx
     (T, B, I), dW (I, H) and dU (H, H)."""
-    dbq = dbs[q]
-    backward_start(U, UTp, pack_ut, dbq, sync, q)            # (run_parallel's caller may go on)
+    dbq = backward_start(U, UTp, pack_ut, dbs, db, sync, q)     # (run_parallel's caller may go on)
     wide_vectors()
     T, B, H = a.shape
     one = a.dtype.type(1.0)
