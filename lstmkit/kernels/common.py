@@ -300,7 +300,7 @@ def backward_on_threads(part, cache, cell_args, bias_shape):
     """Run part(x, W, U, UTp, pack_ut, *cell_args, dx, dW, dU, db, dbs, scratch, sync, q, r0, r1,
     c0, c1, block) on the threads as `backward_plan` splits the work, x, W, U from the forward's
     cache: thread q starts with `backward_start` (packing its share of U^T where pack_ut), runs
-    BPTT of batch rows r0:r1, accumulating its own dbs[q] (float64), then its share of dx, dW and
+    BPTT of batch rows r0:r1, adding to its own row of dbs (float64), then its share of dx, dW and
     dU and the sum of dbs into db (`finish_backward`, with scratch its buffers). Returns dx (T, B,
     I), dW (I, G), dU (H, G) and db (bias_shape)."""
     x, W, U = cache["x"], cache["W"], cache["U"]

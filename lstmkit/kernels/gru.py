@@ -67,9 +67,9 @@ def _backward_part(x, W, U, UTp, pack_ut, b, dy, dh, gates, hu, hs, lengths, dxw
     """Thread q's share of BPTT: its batch rows r0:r1 over all steps, then its share of dx, dW and
     dU (`finish_backward`: of its own rows, or of columns c0:c1, summed beside BPTT where
     block > 0). dy (T, B, H); dh (B, H) carries the state gradient and ends as dh0; gates, hu, hs
-    from forward; UTp U^T packed or empty to use BLAS; scratch the buffers of `finish_backward`.
-    Fills dxw, dhu (T, B, 3H), accumulates db (2, 3H) (float64, this thread's own) and fills its
-    share of dx (T, B, I), dW (I, 3H) and dU (H, 3H)."""
+    from forward; UTp U^T packed (by the threads where pack_ut) or empty to use BLAS; dbs the
+    threads' own bias sums and scratch the buffers of `finish_backward`. Fills dxw, dhu (T, B,
+    3H) and its share of dx (T, B, I), dW (I, 3H), dU (H, 3H) and db (2, 3H)."""
     dbq = backward_start(U, UTp, pack_ut, dbs, db, sync, q)     # (run_parallel's caller may go on)
     wide_vectors()
     T, B, G = gates.shape

@@ -173,9 +173,9 @@ def _backward_part(H):
         and dU (`finish_backward`: of its own rows, or of columns c0:c1, multiples of 32 for
         `core.gemm_tn`, summed beside BPTT where block > 0). dy (T, B, H); dh, dc (B, H) carry the
         state gradients and end as dh0, dc0; gates, hs, cs, tanh_c from forward; UTp U^T packed
-        (H/w, 4H, w) or empty to use BLAS; scratch the buffers of `finish_backward`. Fills dz
-        (T, B, 4H), accumulates db (4H,) (float64, this thread's own) and fills its share of dx
-        (T, B, I), dW (I, 4H) and dU (H, 4H)."""
+        (H/w, 4H, w; by the threads where pack_ut) or empty to use BLAS; dbs the threads' own bias
+        sums and scratch the buffers of `finish_backward`. Fills dz (T, B, 4H) and its share of dx
+        (T, B, I), dW (I, 4H), dU (H, 4H) and db (4H,)."""
         dbq = backward_start(U, UTp, pack_ut, dbs, db, sync, q)     # (run_parallel's caller may go on)
         wide_vectors()
         T, G = gates.shape[0], 4 * H
