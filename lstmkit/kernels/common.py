@@ -28,9 +28,9 @@ import math
 import numpy as np
 
 from lstmkit.kernels import buffers, gate_tile, threads
-from lstmkit.kernels.core import (RELEASED, ROW_COLS, SYNC_STRIDE, TILE_COLS, TILE_ROWS, barrier, barrier_array,
-                                  finished, gemm, gemm_tn, gemm_tn_scratch, jit, load_acquire, pack, packed_gemm,
-                                  spin_turn, started, store_release, wide_vectors)
+from lstmkit.kernels.core import (RELEASED, RETURN_AT_ONCE, ROW_COLS, SYNC_STRIDE, TILE_COLS, TILE_ROWS, barrier,
+                                  barrier_array, finished, gemm, gemm_tn, gemm_tn_scratch, jit, load_acquire, pack,
+                                  packed_gemm, spin_turn, started, store_release, wide_vectors)
 
 PROJECTION_TILE_MAX_I = 512   # x W goes to the packed tile up to this I, to BLAS beyond (faster there)
 
@@ -255,6 +255,8 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward, in_registers=
     pipelined = len(batch_runs) > parts
     ut_shape = packed_shape((H, G), dtype, B, True) if pipelined and for_backward else None
     sync = projection_sync(projections)
+    if pipelined and 2 * T * B * H * G >= RETURN_AT_ONCE_MIN_FLOPS:    # (the projecting thread ends long before)
+        sync[SYNC_STRIDE + RETURN_AT_ONCE] = 1
     packs = tuple((shape or (0, 0, TILE_COLS), dtype) for shape in (w_shape, u_shape))
     stream = STREAM_X_W if T * B * G * np.dtype(dtype).itemsize >= parts * STREAM_MIN_BYTES else 0
     fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)] if pipelined else \
@@ -371,6 +373,8 @@ PROJECTED, PROJECT_FROM, PROJECT_TO = 3, 4, 5   # slots of a thread's line in sy
 BPTT_AT = 6                                     # slot: the step a thread's BPTT has reached
 PIPELINE_MIN_FLOPS = 2e6     # products worth a thread of their own beside a recurrence on one thread
 PIPELINE_ROWS = 16           # T B rows per block of the weight gradients' products beside BPTT
+RETURN_AT_ONCE_MIN_FLOPS = 4e6   # a recurrence beside the projection this long (about 50 µs at batch 1) outlasts
+                                 # the projecting thread's return to Python by far (`core.finished`)
 OWN_GRADS_MAX_BYTES = 1 << 22   # a thread's partial dW and dU up to this size: products of its own rows
 
 

@@ -755,6 +755,7 @@ def barrier(sync, q, step):
 
 STARTED = 1                     # slot of a thread's line in a barrier array: its part has started
 AWAITING = 2                    # slot of the caller's line: it waits for the workers, without the GIL
+RETURN_AT_ONCE = 2              # the same slot of a worker's line: its part ends long before the caller's
 POSTED, DONE, ASLEEP = 0, 1, 2  # slots of a worker's line in the crew's mailbox
 
 
@@ -770,8 +771,10 @@ def started(sync, q):
 def finished(sync, q):
     """The end of thread q's part. A worker (q > 0) waits here, spinning, until the caller waits
     for it without the GIL (`await_done`): both ending at once, one would find the GIL taken and
-    sleep. (A worker done long before the caller spins that long.)"""
-    if q > 0:
+    sleep. A worker whose line says RETURN_AT_ONCE (its part ends long before the caller's, which
+    holds no GIL meanwhile) returns at once: its return to Python then leaves the caller's end
+    (at 1, 100, 128, 128, 4 against 5.5-11 µs from the caller's last step to its return)."""
+    if q > 0 and sync[q * SYNC_STRIDE + RETURN_AT_ONCE] == 0:
         spins = 0
         while load_acquire(sync, AWAITING) == 0:
             spins = spin_turn(spins)
