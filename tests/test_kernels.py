@@ -514,11 +514,14 @@ def test_small_batches_run_the_products_beside_the_recurrence(kernel_threads, n,
     # A batch too small to split runs the recurrence on one thread while a second projects x W
     # ahead of it (W packed) and sums dW and dU over the steps BPTT has finished, in an order that
     # does not depend on timing: the same numbers every time.
-    from lstmkit.kernels import common
+    from lstmkit.kernels import common, core
     kernel_threads(n)
     assert common.backward_plan(T, B, I, H, 4 * H, 1, dtype)[2][1] > 0
     packed_w = dtype == np.float32 and H % 8 == 0
     assert (len(common.forward_plan(T, B, I, 4 * H, 1, packed_w)[1]) == 2) == packed_w   # 1 batch run: 2 threads
+    sync = common._forward_layout(T, B, I, H, 4 * H, np.dtype(dtype), n, True)[3]
+    workers = sync[core.SYNC_STRIDE + core.RETURN_AT_ONCE::core.SYNC_STRIDE].tolist()
+    assert workers == ([1] if H == 64 else [0] * len(workers))   # the projecting thread returns at once
     lengths = [T - 7, 1, 2][:B]
     check(T, B, I, H, dtype, seed=n + H, lengths=lengths)
     _, args, grads = make_case(T, B, I, H, dtype, seed=n)

@@ -62,7 +62,7 @@ def _refs_at(blocks, i):
 
 
 _FREE_REFS = _refs_in_loop([np.empty(1, np.uint8)])   # what _free_blocks's loop sees of a block only a list holds
-_FREE_REFS_AT = _refs_at([np.empty(1, np.uint8)], 0)  # ... and `_smallest_free`'s look at one
+_FREE_REFS_AT = _refs_at([np.empty(1, np.uint8)], 0)  # ... and `_smallest_free`'s and `_small_block`'s look at one
 
 
 def _nbytes(block):
@@ -70,8 +70,8 @@ def _nbytes(block):
 
 
 def empty(shape, dtype):
-    """An uninitialised, 128-byte aligned, C-contiguous array of shape and dtype, recycled from
-    the pool when it is large."""
+    """An uninitialised, 128-byte aligned, C-contiguous array of shape and dtype, recycled: from
+    the pool when it is large (then page-aligned), else the last block of its size when free."""
     return empty_group((shape, dtype))[0]
 
 

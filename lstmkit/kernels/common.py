@@ -255,8 +255,8 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward, in_registers=
     pipelined = len(batch_runs) > parts
     ut_shape = packed_shape((H, G), dtype, B, True) if pipelined and for_backward else None
     sync = projection_sync(projections)
-    if pipelined and 2 * T * B * H * G >= RETURN_AT_ONCE_MIN_FLOPS:    # (the projecting thread ends long before)
-        sync[SYNC_STRIDE + RETURN_AT_ONCE] = 1
+    if pipelined and I <= H and RETURN_AT_ONCE_FLOPS[0] <= 2 * T * B * H * G <= RETURN_AT_ONCE_FLOPS[1]:
+        sync[SYNC_STRIDE + RETURN_AT_ONCE] = 1           # (the projecting thread ends long before)
     packs = tuple((shape or (0, 0, TILE_COLS), dtype) for shape in (w_shape, u_shape))
     stream = STREAM_X_W if T * B * G * np.dtype(dtype).itemsize >= parts * STREAM_MIN_BYTES else 0
     fills = [PACK_U if u_shape else 0, PACK_W | (PACK_UT if ut_shape else 0)] if pipelined else \
@@ -373,8 +373,10 @@ PROJECTED, PROJECT_FROM, PROJECT_TO = 3, 4, 5   # slots of a thread's line in sy
 BPTT_AT = 6                                     # slot: the step a thread's BPTT has reached
 PIPELINE_MIN_FLOPS = 2e6     # products worth a thread of their own beside a recurrence on one thread
 PIPELINE_ROWS = 16           # T B rows per block of the weight gradients' products beside BPTT
-RETURN_AT_ONCE_MIN_FLOPS = 4e6   # a recurrence beside the projection this long (about 50 µs at batch 1) outlasts
-                                 # the projecting thread's return to Python by far (`core.finished`)
+RETURN_AT_ONCE_FLOPS = (4e6, 4e7)   # a recurrence beside the projection this long (about 0.05-0.5 ms at batch
+                                    # 1), with I <= H, outlasts the projecting thread (which takes 8 steps at a
+                                    # time) by far more than its return to Python, and by less than its spin
+                                    # after a job (`core.finished`, `threads._Crew`)
 OWN_GRADS_MAX_BYTES = 1 << 22   # a thread's partial dW and dU up to this size: products of its own rows
 
 
@@ -478,8 +480,9 @@ def backward_start(U, UTp, pack_ut, dbs, db, sync, q):
     pack_ut, packs its share of the panels of U^T (H, G) into UTp, then waits for the others'
     (every BPTT product reads all of them; in parallel here, and not by the caller before the
     threads start: 17 µs at 16, 200, 64, 64). Returns the thread's own float64 sums of the bias
-    gradient, zeroed: the start of its row of dbs (threads, a whole number of pages: each thread
-    adds to its row every step), shaped as db."""
+    gradient, zeroed: the start of its row of dbs (threads, a whole number of pages each, on
+    pages of their own where the call's buffers come from the pool: each thread adds to its row
+    every step), shaped as db."""
     started(sync, q)
     own = dbs[q, :db.size]
     for j in range(own.size):
