@@ -528,8 +528,7 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, db, dbs, scratch, sync, q, r
         else:
             gemm_tn(xq, xq[:, :, :0], dxw[:, r0:r1], partials[q, :I], 0, P, ap, bp, False)
             gemm_tn(hq, hq[:, :, :0], dhu[:, r0:r1], partials[q, I:], 0, P, ap, bp, False)
-        barrier(sync, q, BPTT_DONE)
-        _sum_bias(dbs, db, q)
+        _bptt_done(sync, q, dbs, db)
         _sum_partials(partials, dW, dU, c0, c1)
         finished(sync, q)
         return
@@ -541,8 +540,7 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, db, dbs, scratch, sync, q, r
             _await_bptt(sync, t0)
             a, b = t0 * B, t1 * B
             _weight_grads(x2[a:b], h2[a:b], dxw2[a:b], dhu2[a:b], dW, dU, 0, G, ap, bp, t1 < T)
-    barrier(sync, q, BPTT_DONE)
-    _sum_bias(dbs, db, q)
+    _bptt_done(sync, q, dbs, db)
     k0, k1 = run_of(T * B, sync.size // SYNC_STRIDE, q, TILE_ROWS)
     gemm(dxw2[k0:k1], W, dx2[k0:k1], 0.0, False, True)
     if c1 > c0:
@@ -551,9 +549,11 @@ def finish_backward(x, hs, dxw, dhu, W, dx, dW, dU, db, dbs, scratch, sync, q, r
 
 
 @jit
-def _sum_bias(dbs, db, q):
-    """On thread 0: db = the sum over the threads of their rows of dbs (`backward_start`), in
+def _bptt_done(sync, q, dbs, db):
+    """Wait until every thread's BPTT is done (the products after it read every thread's rows),
+    then, on thread 0, db = the sum over the threads of their rows of dbs (`backward_start`), in
     thread order."""
+    barrier(sync, q, BPTT_DONE)
     if q > 0:
         return
     out = db.reshape(db.size)

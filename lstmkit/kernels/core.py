@@ -171,20 +171,14 @@ def _vexp(x):
     if x == types.float32:
         def exp32(x):
             lo, hi = EXP32_CLAMP
-            c7, c6, c5, c4, c3, c2, c1, c0 = EXP32_TAYLOR
             x = np.float32(lo) if x < np.float32(lo) else x
             x = np.float32(hi) if x > np.float32(hi) else x
             t = x * np.float32(EXP32_LOG2E) + np.float32(EXP_ROUND)   # k + 127 in its low bits
             k = t - np.float32(EXP_ROUND)
             r = x - k * np.float32(EXP32_LN2_HI) + k * np.float32(EXP32_LN2_LO)   # x - k ln 2
-            p = np.float32(c7)
-            p = p * r + np.float32(c6)
-            p = p * r + np.float32(c5)
-            p = p * r + np.float32(c4)
-            p = p * r + np.float32(c3)
-            p = p * r + np.float32(c2)
-            p = p * r + np.float32(c1)
-            p = p * r + np.float32(c0)
+            p = np.float32(EXP32_TAYLOR[0])
+            for c in EXP32_TAYLOR[1:]:
+                p = p * r + np.float32(c)
             return p * _float_from_bits(np.int32(_bits_of(t) << np.int32(23)))
         return exp32
     if x == types.float64:
