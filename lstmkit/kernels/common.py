@@ -175,6 +175,28 @@ def projection_shape(shape, dtype, rows):
     return packed_shape(shape, dtype, rows, False) if shape[0] <= PROJECTION_TILE_MAX_I else None
 
 
+@jit
+def pack_unit_columns(M, packed, H, u0, u1):
+    """Lay out the columns of units u0:u1 of M (K, g H), g gates of H units each, as packed
+    (g (u1 - u0) / w, K, w) column panels (`core.pack`): the units' columns of the first gate,
+    then of the second, and so on. Copies runs of one gate's columns on flat arrays by unsigned
+    offsets, which vectorise (with slices, or with signed indices, which Numba checks for
+    wrapping: 18-19 against 6.4 µs for the whole of a 128 x 512 U)."""
+    P, K, w = packed.shape
+    G, m = M.shape[1], u1 - u0
+    src, dst = M.reshape(-1), packed.reshape(-1)
+    for p in range(P):
+        for k in range(K):
+            j = 0
+            while j < w:
+                c = p * w + j
+                n = min(w - j, m - c % m)
+                a, b = np.uint64(k * G + c // m * H + u0 + c % m), np.uint64((p * K + k) * w + j)
+                for i in range(np.uint64(n)):
+                    dst[b + i] = src[a + i]
+                j += n
+
+
 @functools.lru_cache(maxsize=None)
 def use_blas(dtype):
     """The empty packed array that tells a compiled part to use BLAS for a product (one per dtype:
@@ -204,7 +226,7 @@ def weight_grad_columns(G, H, parts, dtype):
 
 # --- the calls on the threads ---------------------------------------------------------------------
 
-def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, tile_part=None):
+def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, tile_part=None, units_part=None):
     """Run part(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, q, k0, k1, block, r0, r1)
     on the threads as `forward_plan` splits the work: thread q projects x W for its batch rows
     r0:r1 of every step (fill PROJECT_OWN) or rows k0:k1 of the T B rows, `block` rows at a time,
@@ -213,6 +235,10 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, til
     the LSTM's tile_part (same arguments) runs instead, its rows' steps in registers (fill
     GATE_TILE: nothing projected beforehand; Wp and Up (threads, H/16, I or H, 64) take each
     thread's own copy of W and U packed by `gate_tile.pack_by_units`, which it packs first).
+    Where `uses_units` says so, the LSTM's units_part runs instead, each thread on its units of
+    every row (fill BY_UNITS: Wp and Up (threads, 4H / threads / w, I or H, w) take its columns of W
+    and U packed by `pack_unit_columns`, which it packs first; a scratch (threads, T, B, 4H /
+    threads) for x W is passed in place of UTp).
 
     Beside a small batch's recurrence each thread packs what it uses (fill: PACK_* bits), and
     the projecting thread also packs U^T for the backward (unless not for_backward), returned
@@ -221,30 +247,40 @@ def forward_on_threads(part, x, W, U, cell_args, lengths, for_backward=True, til
     T, B, I = x.shape
     specs, ut_shape, jobs, sync_start, pipelined = _forward_layout(T, B, I, *U.shape, x.dtype,
                                                                    threads.get_num_threads(), for_backward,
-                                                                   tile_part is not None)
-    Wp, Up, sync = buffers.empty_group(*specs)
+                                                                   tile_part is not None, units_part is not None)
+    Wp, Up, sync, *scratch = buffers.empty_group(*specs)
     UTp = buffers.empty(ut_shape, x.dtype) if ut_shape else use_blas(x.dtype)   # (kept by the cache)
     sync[:] = sync_start
-    in_registers = jobs[0][1] & GATE_TILE
-    if not in_registers and not pipelined:          # (the threads pack what they use otherwise)
+    fill = jobs[0][1]
+    if not fill & (GATE_TILE | BY_UNITS) and not pipelined:   # (the threads pack what they use otherwise)
         if Wp.size:
             pack(W, Wp, False)
         if Up.size:
             pack(U, Up, False)
     threads.blas_single()
-    threads.run_parallel(tile_part if in_registers else part,
-                         [(x, W, Wp, U, Up, UTp, fill, *cell_args, lengths, sync, *job) for job, fill in jobs], sync)
+    threads.run_parallel(tile_part if fill & GATE_TILE else units_part if fill & BY_UNITS else part,
+                         [(x, W, Wp, U, Up, scratch[0] if scratch else UTp, fill, *cell_args, lengths, sync, *job)
+                          for job, fill in jobs], sync)
     return UTp if ut_shape else None
 
 
 @functools.lru_cache(maxsize=256)
-def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward, in_registers=False):
+def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward, in_registers=False, by_units=False):
     """What `forward_on_threads` does for these shapes on n_threads, worked out once (the Python
     around a call runs with cold caches, microseconds per operation): the (shape, dtype) of W and
-    U packed (empty: BLAS or not packed) and of sync, the shape of U^T packed for the backward
-    (or None: not packed here, or not for_backward), each thread's (q, k0, k1, block, r0, r1)
-    and fill, what sync starts as, and whether the small-batch pipeline runs."""
+    U packed (empty: BLAS or not packed) and of sync (then of the units path's scratch), the shape
+    of U^T packed for the backward (or None: not packed here, or not for_backward), each thread's
+    (q, k0, k1, block, r0, r1) and fill, what sync starts as, and whether the small-batch
+    pipeline runs."""
     parts = batch_parts(B, H, G, dtype)
+    if by_units and uses_units(B, H, G, dtype, n_threads, parts):
+        jobs = tuple(((q, 0, 0, T * B, 0, B), BY_UNITS) for q in range(n_threads))
+        columns = G // n_threads                      # each thread's, in panels of TILE_COLS and ROW_COLS
+        shapes = ((n_threads, columns // TILE_COLS, I, TILE_COLS), (n_threads, columns // ROW_COLS, H, ROW_COLS),
+                  (n_threads, T, B, columns))
+        sync = projection_sync([(0, 0)] * n_threads)
+        return tuple((shape, dtype) for shape in shapes[:2]) + ((sync.shape, sync.dtype), (shapes[2], dtype)), \
+            None, jobs, sync, False
     if in_registers and uses_gate_tile(B, I, H, dtype, parts):
         jobs = tuple(((q, 0, 0, T * B, r0, r1), GATE_TILE) for q, (r0, r1) in enumerate(runs(B, parts)))
         shapes = tuple((parts, H // gate_tile.UNITS, K, gate_tile.WIDTH) for K in (I, H))   # a copy per thread
@@ -278,6 +314,23 @@ def uses_gate_tile(B, I, H, dtype, parts):
     return (dtype == np.float32 and parts > 1 and H % gate_tile.UNITS == 0
             and all((r1 - r0) % gate_tile.ROWS == 0 for r0, r1 in runs(B, parts))
             and (I + H) * 4 * H * 4 <= GATE_TILE_MAX_BYTES)
+
+
+# U from this size on (float32, the LSTM: H >= 128) splits a small batch's forward by units. Inference
+# at batch 1, T = 100, alternating runs: H = 128 (256 KB) 302-315 -> 265 µs, 4 x 128 1.11 -> 0.93-0.95 ms,
+# 7 x 512 (T = 50) 14.9 -> 11.7-11.8; H = 64 (64 KB) 103 -> 133-198 µs: there the barrier and h's lines
+# from the other core cost more than reading half of U saves.
+UNITS_MIN_BYTES = 1 << 17
+
+
+def uses_units(B, H, G, dtype, n_threads, parts):
+    """Whether an LSTM forward splits its units among the threads (`lstm._forward_units_part`):
+    float32, a batch too small to split (parts 1) and under the TILE_ROWS rows of the packed tile
+    (one-row products, which read U from L2 as fast as L2 delivers it), each thread's columns of
+    U filling whole ROW_COLS-column panels, and U of at least UNITS_MIN_BYTES, which one core
+    would read from L2 every step."""
+    return (dtype == np.float32 and n_threads > 1 and parts == 1 and B < TILE_ROWS
+            and G % (n_threads * ROW_COLS) == 0 and H * G * 4 >= UNITS_MIN_BYTES)
 
 
 def forward_plan(T, B, I, G, parts, packed_w):
@@ -394,6 +447,7 @@ PACK_W, PACK_U, PACK_UT = 1, 2, 4   # what a thread packs in `project` beside a 
 PROJECT_OWN = 8                     # ... or: it projects its own batch rows, for its own recurrence
 STREAM_X_W = 16                     # ... by non-temporal stores (`core.packed_gemm`)
 GATE_TILE = 32                      # ... or nothing: its steps run in `gate_tile.lstm_tile`
+BY_UNITS = 64                       # ... or its own units of every row (`uses_units`)
 STREAM_MIN_BYTES = 1 << 22          # a thread's x W from this size on (twice the L2 here). Inference forward:
                                     # at 64, 100, 512, 512 (26 MB) 85.9-87.3 against 88.7-90.4 ms, at 32 x 256
                                     # (6.5 MB) 11.4-11.8 against 12.0-12.1; training forward 88.9-91.6 against

@@ -12,7 +12,7 @@ matrix is packed by unit groups (`pack_by_units`) so that the four gates of 16 u
 contiguous values a row.
 
 The exp and the reciprocal are those of `core` (`vexp` and its EXP32_* constants, `vrecip`:
-Cody-Waite reduction, a degree-7 polynomial, the CPU's reciprocal estimate and a Newton step),
+Cody-Waite reduction, a degree-7 polynomial, a division),
 written here on vectors.
 Where the step runs this way, training and inference both use it, so that their numbers agree bit
 for bit.
@@ -69,7 +69,7 @@ def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, group, H, b, cs, cp_off,
 
     def codegen(context, builder, signature, args):
         for attr in ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"',
-                     '"reciprocal-estimates"="vec-divf:1,divf:1"'):
+                     '"reciprocal-estimates"="!vec-divf,!divf"'):
             set.add(builder.function.attributes, attr)
         tys = signature.args
         i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -107,7 +107,7 @@ def lstm_tile(typingctx, x, x_off, I, Wu, h, h_off, Uu, group, H, b, cs, cp_off,
             return builder.fmul(p, builder.bitcast(bits, vec), flags=fast)
 
         def sigmoid(v):
-            """core.vsigmoid: 1 / (1 + exp(-v)), the reciprocal by estimate and a Newton step."""
+            """core.vsigmoid: 1 / (1 + exp(-v)), by division (no estimate: see core.vrecip)."""
             e = vexp(builder.fsub(splat(-0.0), v, flags=fast))
             return builder.fdiv(splat(1.0), builder.fadd(splat(1.0), e, flags=fast),
                                 flags=("arcp", "afn", "ninf", "nsz", "contract"))

@@ -23,31 +23,34 @@ import numpy as np
 
 from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, backward_start, bptt_at, checked,
-                                    finish_backward, forward_on_threads, product, project, sequence_args,
-                                    step_args, step_product)
-from lstmkit.kernels.core import finished, gemm, jit, started, vsigmoid, vtanh, wide_vectors
+                                    finish_backward, forward_on_threads, pack_unit_columns, product, project, run_of,
+                                    sequence_args, step_args, step_product)
+from lstmkit.kernels.core import (SYNC_STRIDE, barrier, finished, gemm, jit, packed_gemm, started, vsigmoid, vtanh,
+                                  wide_vectors)
 from lstmkit.kernels.gate_tile import ROWS, UNITS, lstm_tile, pack_by_units
 
 threads.apply_env()
 
 
 @jit(inline=True)
-def _cell(z, scale, b, cp, cn, th, hn):
-    """One row of one step: z (4H,) the pre-activations without bias, b (4H,) the bias, scale
-    (4H,) from `_gate_scale` -> i, f, (g+1)/2, o in place of z; cp (H,) C_{t-1} -> cn C_t, th
-    tanh(C_t), hn h_t. Each pass reads and writes few arrays so that it vectorises."""
+def _cell(z, scale, b, cp, cn, th, hn, u0):
+    """One row of one step, for units u0:u0 + H: z (4H,) their pre-activations without bias, in
+    the order i, f, g, o, b (4H,) their bias, scale (4H,) from `_gate_scale` -> i, f, (g+1)/2, o
+    in place of z; cp C_{t-1} -> cn C_t, th tanh(C_t), hn h_t, rows of the whole layer's units
+    (u0 = 0 and H all of them but where the threads split the units: `_forward_units_part`).
+    Each pass reads and writes few arrays so that it vectorises."""
     wide_vectors()
-    H = cn.shape[0]
+    H = z.shape[0] // 4
     one, two = z.dtype.type(1.0), z.dtype.type(2.0)
     for j in range(4 * H):
         z[j] = vsigmoid(scale[j] * (z[j] + b[j]))           # i, f, (g+1)/2, o (g = 2 sigmoid(2 z) - 1)
     i, f, gs, o = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
     for j in range(H):
-        cn[j] = f[j] * cp[j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
+        cn[u0 + j] = f[j] * cp[u0 + j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
     for j in range(H):
-        th[j] = vtanh(cn[j])                                  # tanh(C_t)
+        th[u0 + j] = vtanh(cn[u0 + j])                                  # tanh(C_t)
     for j in range(H):
-        hn[j] = o[j] * th[j]                                  # h_t = o tanh(C_t)
+        hn[u0 + j] = o[j] * th[u0 + j]                                  # h_t = o tanh(C_t)
 
 
 @jit
@@ -79,16 +82,16 @@ def _forward_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh_c, y
         for r in range(r0, r1):
             cp, cn, yr = cs[tp, r], cs[tn, r], y[t, r]
             if t >= lengths[r]:
-                _freeze(hs, cs, y, t, tp, tn, r, ring)
+                _freeze(hs, cs, y, t, tp, tn, r, ring, 0, H)
             elif ring:
-                _cell(gates[t, r], scale, b, cp, cn, tanh_c[0, r], yr)
+                _cell(gates[t, r], scale, b, cp, cn, tanh_c[0, r], yr, 0)
             else:
                 hn = hs[tn, r]
-                _cell(gates[t, r], scale, b, cp, cn, tanh_c[t, r], hn)
+                _cell(gates[t, r], scale, b, cp, cn, tanh_c[t, r], hn, 0)
                 for j in range(H):
                     yr[j] = hn[j]
     if ring:
-        _ring_final_h(hs, y, lengths, r0, r1)
+        _ring_final_h(hs, y, lengths, r0, r1, 0, H)
     finished(sync, q)
 
 
@@ -103,7 +106,7 @@ def _forward_tile_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh
     42-44 µs); nothing is projected beforehand. Arguments and buffers as `_forward_part` (gates
     and tanh_c written only where the cache is kept; scale unused)."""
     started(sync, q)
-    T, B = gates.shape[0], gates.shape[1]
+    T, B, H = gates.shape[0], gates.shape[1], cs.shape[2]
     ring = tanh_c.shape[0] < T
     Wq, Uq = Wp[q], Up[q]
     pack_by_units(W, Wq)
@@ -114,32 +117,88 @@ def _forward_tile_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh
         _tile_step(x, Wq, h_prev, Uq, b, cs, y if ring else hs, y, gates, tanh_c, t, tp, tn, r0, r1, ring)
         for r in range(r0, r1):
             if t >= lengths[r]:                  # the tile ran it as if within its length: undo that
-                _freeze(hs, cs, y, t, tp, tn, r, ring)
+                _freeze(hs, cs, y, t, tp, tn, r, ring, 0, H)
     if ring:
-        _ring_final_h(hs, y, lengths, r0, r1)
+        _ring_final_h(hs, y, lengths, r0, r1, 0, H)
+    finished(sync, q)
+
+
+@jit
+def _forward_units_part(x, W, Wp, U, Up, xw, fill, scale, b, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1,
+                        block, r0, r1):
+    """Thread q's share of a small batch's forward split by hidden units (`common.uses_units`,
+    fill BY_UNITS): units u0:u1 of every row and step. Each per-step product h U reads the part of
+    U of its units alone (at 1, 100, 128, 128, 128 of 256 KB: one core reads U from L2 in 2.3 µs,
+    half of it in 1.25), and each step ends on a barrier, as the next one's product reads all of
+    h_t. The thread packs its columns of W and U (its units' gates, in the order i, f, g, o) into
+    Wp[q] (32-column panels) and Up[q] (128-column ones) and projects x W into xw[q] (xw
+    (threads, T, B, 4H / threads), scratch: each thread's rows contiguous, so that its passes over
+    them vectorise), to which each step adds h_{t-1} U and which then holds the gates. Arguments
+    and buffers as `_forward_part` (the gates copied there where the cache is kept)."""
+    started(sync, q)
+    T, B, G = gates.shape
+    H = G // 4
+    u0, u1 = run_of(H, sync.size // SYNC_STRIDE, q, 1)
+    m = u1 - u0
+    ring = tanh_c.shape[0] < T
+    Wq, Uq = Wp[q], Up[q]
+    pack_unit_columns(W, Wq, H, u0, u1)
+    pack_unit_columns(U, Uq, H, u0, u1)
+    z = xw[q]                                           # (T, B, 4m): x_t W + h_{t-1} U, then the gates
+    packed_gemm(x.reshape(T * B, x.shape[2]), Wq, z.reshape(T * B, 4 * m), False)
+    own = np.empty((2, 4 * m), scale.dtype)            # the bias and scale of its columns, in their order
+    for g in range(4):
+        for j in range(m):
+            own[0, g * m + j], own[1, g * m + j] = b[g * H + u0 + j], scale[g * H + u0 + j]
+    h_own = np.empty((B, H), x.dtype)
+    for t in range(T):
+        tp, tn = (t & 1, (t + 1) & 1) if ring else (t, t + 1)
+        h_prev = y[t - 1] if ring and t > 0 else hs[tp]
+        for r in range(B):              # h_{t-1}, half of it from the other core: its lines fetched at once,
+            for j in range(H):          # not one by one as the product reaches them (inference at 1, 100,
+                h_own[r, j] = h_prev[r, j]   # 128, 128: 0.35-0.40 -> 0.27 ms)
+        product(h_own, U, Uq, z[t], True, False, t)       # z_t = x_t W + h_{t-1} U (its columns)
+        for r in range(B):
+            if t >= lengths[r]:
+                _freeze(hs, cs, y, t, tp, tn, r, ring, u0, u1)
+                continue
+            zr, yr, hn = z[t, r], y[t, r], y[t, r] if ring else hs[tn, r]
+            _cell(zr, own[1], own[0], cs[tp, r], cs[tn, r], tanh_c[0 if ring else t, r], hn, u0)
+            if not ring:
+                a = gates[t, r]
+                for j in range(u0, u1):
+                    yr[j] = hn[j]
+                for g in range(4):
+                    for j in range(m):
+                        a[g * H + u0 + j] = zr[g * m + j]
+        barrier(sync, q, t + 1)                           # h_t whole
+    if ring:
+        _ring_final_h(hs, y, lengths, 0, B, u0, u1)
     finished(sync, q)
 
 
 @jit(inline=True)
-def _freeze(hs, cs, y, t, tp, tn, r, ring):
-    """Row r at step t, past its length: c (and h, unless in a ring) carried unchanged, y_t = 0."""
+def _freeze(hs, cs, y, t, tp, tn, r, ring, u0, u1):
+    """Units u0:u1 of row r at step t, past its length: c (and h, unless in a ring) carried
+    unchanged, y_t = 0."""
     cp, cn, yr = cs[tp, r], cs[tn, r], y[t, r]
-    for j in range(cn.shape[0]):
+    for j in range(u0, u1):
         cn[j] = cp[j]
         yr[j] = 0.0
     if not ring:
         hp, hn = hs[tp, r], hs[tn, r]
-        for j in range(hn.shape[0]):
+        for j in range(u0, u1):
             hn[j] = hp[j]
 
 
 @jit(inline=True)
-def _ring_final_h(hs, y, lengths, r0, r1):
-    """The ring ends on each row's h at its length (y there, or h0 for length 0), in row T % 2."""
+def _ring_final_h(hs, y, lengths, r0, r1, u0, u1):
+    """The ring ends on each row's h at its length (y there, or h0 for length 0), in row T % 2
+    (units u0:u1)."""
     T = y.shape[0]
     for r in range(r0, r1):
         h, hT = y[lengths[r] - 1, r] if lengths[r] > 0 else hs[0, r], hs[T & 1, r]
-        for j in range(hT.shape[0]):
+        for j in range(u0, u1):
             hT[j] = h[j]
 
 
@@ -226,7 +285,7 @@ def _step(x, h, c, W, U, scale, b):
     gemm(x, W, z, 0.0, False, False)
     gemm(h, U, z, 1.0, False, False)
     for r in range(B):
-        _cell(z[r], scale, b, c[r], c_out[r], th, h_out[r])
+        _cell(z[r], scale, b, c[r], c_out[r], th, h_out[r], 0)
     return h_out, c_out
 
 
@@ -254,7 +313,7 @@ def lstm_forward(x, W, U, b, h0=None, c0=None, lengths=None, keep_cache=True):
     cs[0] = 0 if c0 is None else checked(c0, dtype, (B, H), "c0")
     y = buffers.empty((T, B, H), dtype)
     UTp = forward_on_threads(_forward_part, x, W, U, (_gate_scale(H, dtype), b, gates, hs, cs, tanh_c, y), lens,
-                             keep_cache, _forward_tile_part)
+                             keep_cache, _forward_tile_part, _forward_units_part)
     last = T if keep_cache else T % 2
     finals = hs[last].copy(), cs[last].copy()
     if not keep_cache:
