@@ -331,6 +331,27 @@ def test_weight_gradient_product_over_steps():
         assert rel_error(c[:, 32:], want[:, 32:]) < 1e-5 and np.all(c[:, :32] == 7.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("M", [1, 3])
+def test_blas_product(dtype, trans_a, trans_b, M):
+    # core.gemm: c = op(a) op(b) + beta c by BLAS, one row by gemv (a row of a, or a column of a
+    # stored contiguously), several by gemm; the column of a strided view falls back to gemm.
+    from lstmkit.kernels.core import gemm
+    rng = np.random.default_rng(M + 2 * trans_a + trans_b)
+    K, N = 37, 300
+    a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+    start = rng.standard_normal((M, N)).astype(dtype)
+    op = lambda m, t: m.T if t else m
+    for a_ in (a, np.repeat(a, 2, axis=0)[::2] if trans_a else a):       # (a column with a stride of 2)
+        for beta in (0.0, 1.0, -0.5):
+            c = start.copy()
+            gemm(a_, b, c, beta, trans_a, trans_b)
+            want = op(a_.astype(np.float64), trans_a) @ op(b.astype(np.float64), trans_b) + beta * start
+            assert rel_error(c, want) < (1e-12 if dtype == np.float64 else 1e-5), beta
+
+
 def test_arbitrary_strides_on_length_one_axes():
     # NumPy may give any stride to an axis of length 1 and still call the array contiguous.
     from numpy.lib.stride_tricks import as_strided
