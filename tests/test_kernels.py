@@ -406,6 +406,35 @@ def test_packing_the_columns_of_some_units(H, u0, u1, width):
     assert np.array_equal(np.concatenate(list(packed), axis=1), columns)
 
 
+@pytest.mark.parametrize("K1,K2,descending", [(128, 64, False), (128, 64, True), (64, 100, False), (256, 7, True),
+                                               (0, 40, False)])
+def test_row_product_and_x_w_tile_in_one_loop(K1, K2, descending):
+    # row_and_tile: c += a @ P (one row, a 128-column panel, k up or down) and an 8 x 32 tile
+    # z = x @ Q of 5 rows, two values of k of the first to one of the second; the tile's k split in
+    # two calls (the second continuing from z) gives the bits of one call; c is untouched at K1 = 0.
+    from numba import njit
+    from lstmkit.kernels.core import row_and_tile
+    rng = np.random.default_rng(K1 + K2)
+    a, P = rng.standard_normal(K1).astype(np.float32), rng.standard_normal((K1, 128)).astype(np.float32)
+    x, Q = rng.standard_normal((5, K2)).astype(np.float32), rng.standard_normal((K2, 32)).astype(np.float32)
+    c0 = rng.standard_normal(128).astype(np.float32)
+
+    @njit
+    def both(a, P, c, x, Q, z, k0, k1, acc):
+        top, dk = (P.shape[0] - 1, -1) if descending else (0, 1)
+        row_and_tile(a, top, dk, P, top * 128, dk * 128, P.shape[0], c, 0, x, k0, x.shape[1], x.shape[0], Q,
+                     k0 * 32, k1 - k0, z, 0, z.shape[1], acc)
+
+    c, z = c0.copy(), np.full((8, 40), 7.0, np.float32)
+    both(a, P, c, x, Q, z, 0, K2, False)
+    assert rel_error(c, c0 + a.astype(np.float64) @ P) < 1e-5 and (K1 or np.array_equal(c, c0))
+    assert rel_error(z[:5, :32], x.astype(np.float64) @ Q) < 1e-5 and np.all(z[5:] == 7) and np.all(z[:, 32:] == 7)
+    split = np.full_like(z, 7.0)
+    both(a, P[:0], c, x, Q, split, 0, K2 // 2, False)
+    both(a, P[:0], c, x, Q, split, K2 // 2, K2, True)
+    np.testing.assert_array_equal(split, z)
+
+
 @pytest.mark.parametrize("S,B,r0,r1,K,width", [(5, 20, 3, 17, 24, 32), (4, 6, 2, 5, 24, 128), (1, 9, 0, 9, 24, 32),
                                                 (7, 40, 3, 37, 1100, 32),    # 3 blocks of steps x 3 of k
                                                 (2, 300, 0, 300, 512, 32),   # 3 blocks of rows in each step
@@ -569,7 +598,11 @@ def test_small_batches_run_the_products_beside_the_recurrence(kernel_threads, n,
 
 
 @pytest.mark.parametrize("n,T,B,I,H,lengths", [
-    (2, 50, 1, 128, 128, None),                 # 64 units a thread: half of each 128-column panel of U
+    (2, 50, 1, 128, 128, None),                 # 64 units a thread: half of each 128-column panel of U;
+                                                # batch 1: x W in halves of tiles beside the products
+    (2, 5, 1, 7, 128, [3]),                     # ... fewer than 8 steps (x W's first block only), odd I
+    (2, 30, 1, 1100, 256, None),                # ... I > 1024, rows of x W beyond the last step
+    (3, 21, 1, 33, 192, [21]),                  # ... on three threads
     (2, 23, 5, 9, 128, [23, 1, 0, 22, 23]),     # rows past their length (one of none: not PyTorch)
     (2, 7, 3, 600, 192, [7, 6, 2]),             # 96 units a thread: panels span two gates; I > 512
     (3, 9, 2, 16, 192, [9, 4])])                # 64 units a thread on three

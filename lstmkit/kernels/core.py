@@ -408,42 +408,124 @@ def register_sums(builder, fma, vec, arows, a_ks, b_row, init, k0, k1, name, hin
     vector) and B[k, v] the v-th vector of the row at b_row(k) (len(init[0]) vectors a row);
     hint(row), if given, is called with each k's row of B (a prefetch). The sums stay in vector
     registers for the whole loop. Returns them as values after the loop (init where it ran no k)."""
+    return register_sums_together(builder, fma, vec, [(arows, a_ks, b_row, init, hint, 1)], k0, k1, name)[0]
+
+
+def register_sums_together(builder, fma, vec, tiles, k0, k1, name):
+    """`register_sums` of several tiles, (arows, a_ks, b_row, init, hint, step) each, in one loop
+    over j in [k0, k1): each tile takes its values of k from step j to step j + step - 1, in
+    order, so that the loads of one and the multiply-adds of another overlap. Returns each tile's
+    sums."""
     i64, i32 = ir.IntType(64), ir.IntType(32)
-    width, rows, nvec = vec.count, len(init), len(init[0])
+    width = vec.count
     entry = builder.block
     loop, done = builder.append_basic_block(name + ".loop"), builder.append_basic_block(name + ".done")
     builder.cbranch(builder.icmp_signed("<", k0, k1), loop, done)
     builder.position_at_end(loop)
     k = builder.phi(i64)
-    sums = [[builder.phi(vec) for _ in range(nvec)] for _ in range(rows)]
-    row = b_row(k)
-    bv = [builder.load(builder.bitcast(builder.gep(row, [ir.Constant(i64, width * v)]), vec.as_pointer()), align=4)
-          for v in range(nvec)]
-    if hint is not None:
-        hint(row)
-    kofs = builder.mul(k, a_ks)
+    sums = [[[builder.phi(vec) for _ in tile[3][0]] for _ in tile[3]] for tile in tiles]
     new = []
-    for r in range(rows):
-        a = builder.insert_element(ir.Constant(vec, ir.Undefined), builder.load(builder.gep(arows[r], [kofs])),
-                                   ir.Constant(i32, 0))
-        broadcast = ir.Constant(ir.VectorType(i32, width), [0] * width)
-        a = builder.shuffle_vector(a, ir.Constant(vec, ir.Undefined), broadcast)
-        new.append([builder.call(fma, [a, bv[v], sums[r][v]]) for v in range(nvec)])
+    broadcast = ir.Constant(ir.VectorType(i32, width), [0] * width)
+    for (arows, a_ks, b_row, init, hint, step), tile_sums in zip(tiles, sums):
+        tile_new = tile_sums
+        for s in range(step):
+            kk = builder.add(builder.mul(k, ir.Constant(i64, step)), ir.Constant(i64, s)) if step > 1 else k
+            row = b_row(kk)
+            bv = [builder.load(builder.bitcast(builder.gep(row, [ir.Constant(i64, width * v)]), vec.as_pointer()),
+                               align=4) for v in range(len(init[0]))]
+            if hint is not None:
+                hint(row)
+            kofs = builder.mul(kk, a_ks)
+            last = []
+            for r, row_sums in enumerate(tile_new):
+                a = builder.insert_element(ir.Constant(vec, ir.Undefined),
+                                           builder.load(builder.gep(arows[r], [kofs])), ir.Constant(i32, 0))
+                a = builder.shuffle_vector(a, ir.Constant(vec, ir.Undefined), broadcast)
+                last.append([builder.call(fma, [a, b, acc]) for b, acc in zip(bv, row_sums)])
+            tile_new = last
+        new.append(tile_new)
     k_next = builder.add(k, ir.Constant(i64, 1))
     k.add_incoming(k0, entry)
     k.add_incoming(k_next, loop)
-    for r in range(rows):
-        for v in range(nvec):
-            sums[r][v].add_incoming(init[r][v], entry)
-            sums[r][v].add_incoming(new[r][v], loop)
+    for (_, _, _, init, _, _), tile_sums, tile_new in zip(tiles, sums, new):
+        for r, row_sums in enumerate(tile_sums):
+            for v, acc in enumerate(row_sums):
+                acc.add_incoming(init[r][v], entry)
+                acc.add_incoming(tile_new[r][v], loop)
     builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
     builder.position_at_end(done)
-    out = [[builder.phi(vec) for _ in range(nvec)] for _ in range(rows)]
-    for r in range(rows):
-        for v in range(nvec):
-            out[r][v].add_incoming(init[r][v], entry)
-            out[r][v].add_incoming(new[r][v], loop)
+    out = []
+    for (_, _, _, init, _, _), tile_new in zip(tiles, new):
+        tile_out = [[builder.phi(vec) for _ in init[0]] for _ in init]
+        for r, row_out in enumerate(tile_out):
+            for v, acc in enumerate(row_out):
+                acc.add_incoming(init[r][v], entry)
+                acc.add_incoming(tile_new[r][v], loop)
+        out.append(tile_out)
     return out
+
+
+@intrinsic
+def row_and_tile(typingctx, a, a_off, a_ks, p, p_off, p_ks, K1, c, c_off, x, x_off, x_rs, nrows, q, q_off, K2, z,
+                 z_off, z_rs, acc):
+    """Two float32 products in one k loop (flat element offsets into the arrays' data, as `_tile`):
+
+        c[c_off : c_off + 128] += sum over k < K1 of a[a_off + k a_ks] * p[p_off + k p_ks : ... + 128]
+        z[z_off + r z_rs : ... + 32] (+)= sum over k < K2 of x[x_off + r x_rs + k] * q[q_off + 32 k : ... + 32]
+
+    for the rows r < nrows of the second (an 8 x 32 tile; rows past nrows repeat the last one and
+    are not stored; c is left alone where K1 = 0). The second continues from z where acc is true
+    (its sums start from z's values: a tile's k split in two runs gives the bits of one run). The
+    first is a one-row product of a panel of U, bound by reading the panel from L2 with half of the
+    multiply-add slots idle; the second, part of a tile of x W for later steps, takes them
+    (`row_product_with_x_w`)."""
+    f32 = types.float32
+    if any(getattr(arr, "dtype", None) != f32 for arr in (a, p, c, x, q, z)):
+        return None
+    sig = types.void(a, a_off, a_ks, p, p_off, p_ks, K1, c, c_off, x, x_off, x_rs, nrows, q, q_off, K2, z, z_off,
+                     z_rs, acc)
+
+    def codegen(context, builder, signature, args):
+        for attr in ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"'):
+            set.add(builder.function.attributes, attr)
+        i64, fty = ir.IntType(64), ir.FloatType()
+        vec = ir.VectorType(fty, 16)
+        tys = signature.args
+        data = lambda i: context.make_array(tys[i])(context, builder, args[i]).data
+        num = lambda i: context.cast(builder, args[i], tys[i], types.int64)
+        const = lambda v: ir.Constant(i64, v)
+        A, P, C, X, Q, Z = (data(i) for i in (0, 3, 7, 9, 13, 16))
+        a_off, a_ks, p_off, p_ks, K1, c_off, x_off, x_rs, n, q_off, K2, z_off, z_rs = (
+            num(i) for i in (1, 2, 4, 5, 6, 8, 10, 11, 12, 14, 15, 17, 18))
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
+        zero = ir.Constant(vec, [ir.Constant(fty, 0.0)] * 16)
+        at = lambda base, off: builder.bitcast(builder.gep(base, [off]), vec.as_pointer())
+        keep = builder.icmp_signed("!=", num(19), const(0))
+        xrows, zrows, start = [], [], []
+        for r in range(TILE_ROWS):
+            rr = builder.select(builder.icmp_signed("<", const(r), n), const(r), builder.sub(n, const(1)))
+            xrows.append(builder.gep(X, [builder.add(x_off, builder.mul(rr, x_rs))]))
+            zrows.append([at(Z, builder.add(z_off, builder.add(builder.mul(rr, z_rs), const(16 * v)))) for v in (0, 1)])
+            start.append([builder.select(keep, builder.load(ptr, align=4), zero) for ptr in zrows[-1]])
+        row = ([builder.gep(A, [a_off])], a_ks, lambda k: builder.gep(P, [builder.add(p_off, builder.mul(k, p_ks))]))
+        tile = (xrows, const(1), lambda k: builder.gep(Q, [builder.add(q_off, builder.mul(k, const(TILE_COLS)))]))
+        half = builder.sdiv(K1, const(2))                  # two values of k of the row to one of the tile
+        both = builder.select(builder.icmp_signed("<", half, K2), half, K2)
+        sums = register_sums_together(builder, fma, vec, [(*row, [[zero] * 8], None, 2), (*tile, start, None, 1)],
+                                      const(0), both, "both")
+        row_sums = register_sums(builder, fma, vec, *row, sums[0], builder.mul(both, const(2)), K1, "row")
+        tile_sums = register_sums(builder, fma, vec, *tile, sums[1], both, K2, "tile")
+        with builder.if_then(builder.icmp_signed(">", K1, const(0))):
+            for v in range(8):
+                ptr = at(C, builder.add(c_off, const(16 * v)))
+                builder.store(builder.fadd(builder.load(ptr, align=4), row_sums[0][v]), ptr, align=4)
+        for r in range(TILE_ROWS):
+            with builder.if_then(builder.icmp_signed("<", const(r), n)):
+                for v in range(2):
+                    builder.store(tile_sums[r][v], zrows[r][v], align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 TILE_PREFETCH = 16   # the 8 x 32 tile asks for B's rows this many values of k ahead
@@ -532,6 +614,55 @@ def packed_gemm(a, packed, c, accumulate, stream=False, descending=False):
                                      c3, s * cs0 + r * ldc + p * W, ldc, k0, k1, acc, False)
     if stream:
         _store_fence()
+
+
+@jit
+def row_product_with_x_w(h, Up, c, t, x, Wp, z, done):
+    """The per-step product of one row with x W for later steps in its idle multiply-add slots
+    (`row_and_tile`): c (N,) += h (K,) @ U, U packed as Up (N/128, K, 128), its panels and k
+    taken downwards on odd t (as `packed_gemm`'s descending), each panel beside the next half of
+    an 8 x 32 tile of x W not yet done: half `done` of the order of `x_w_half` of z (S, M) = x
+    (S, I) @ W, W packed as Wp (M/32, I, 32). First the halves that step t + 1's row needs, if not
+    done (`x_w_halves`). Returns the halves done. (At 1, 100, 128, 128, two panels a step and a
+    thread, one tile a step: inference 263-265 -> 245-247 µs with a whole tile beside one panel.)"""
+    P, K, W = Up.shape
+    S = x.shape[0]
+    total = 2 * (-(-S // TILE_ROWS) - 1) * Wp.shape[0]
+    done = x_w_halves(x, Wp, z, done, min(total, 2 * ((t + 1) // TILE_ROWS) * Wp.shape[0]))
+    top, dk = (K - 1, -1) if t % 2 == 1 else (0, 1)
+    for i in range(P):
+        p = P - 1 - i if t % 2 == 1 else i
+        if done < total:
+            x_off, nrows, q_off, k_count, z_off, acc = x_w_half(x, Wp, z, done)
+            row_and_tile(h, top, dk, Up, (p * K + top) * W, dk * W, K, c, p * W, x, x_off, x.shape[1], nrows,
+                         Wp, q_off, k_count, z, z_off, z.shape[1], acc)
+            done += 1
+        else:
+            _row(h, top, 1, dk, 1, Up, (p * K + top) * W, dk * W, c, p * W, W, 0, K, True, False)
+    return done
+
+
+@jit
+def x_w_half(x, Wp, z, i):
+    """Half i of the 8 x 32 tiles of z = x W in the order of `row_product_with_x_w`: tile i // 2
+    (rows 8 (1 + i // 2P) on, panel i // 2 % P; from -2P: block 0), values of k 0:I/2 (i even)
+    or I/2:I, as row_and_tile's (x_off, nrows, q_off, K2, z_off, acc)."""
+    S, I = x.shape
+    Pw, M = Wp.shape[0], z.shape[1]
+    tile, second = i // 2, i % 2
+    r0, pw, k0 = (1 + tile // Pw) * TILE_ROWS, tile % Pw, second * (I // 2)
+    k1 = I // 2 if second == 0 else I
+    return r0 * I + k0, min(TILE_ROWS, S - r0), (pw * I + k0) * TILE_COLS, k1 - k0, r0 * M + pw * TILE_COLS, second
+
+
+@jit
+def x_w_halves(x, Wp, z, done, until):
+    """Halves done..until - 1 of `x_w_half`, alone. Returns max(done, until)."""
+    for i in range(done, until):
+        x_off, nrows, q_off, k_count, z_off, acc = x_w_half(x, Wp, z, i)
+        row_and_tile(x, 0, 1, Wp, 0, 0, 0, z, 0, x, x_off, x.shape[1], nrows, Wp, q_off, k_count, z, z_off,
+                     z.shape[1], acc)
+    return max(done, until)
 
 
 @intrinsic

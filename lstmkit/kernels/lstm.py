@@ -25,8 +25,8 @@ from lstmkit.kernels import buffers, threads
 from lstmkit.kernels.common import (backward_args, backward_on_threads, backward_start, bptt_at, checked,
                                     finish_backward, forward_on_threads, pack_unit_columns, product, project, run_of,
                                     sequence_args, step_args, step_product)
-from lstmkit.kernels.core import (SYNC_STRIDE, barrier, finished, gemm, jit, packed_gemm, started, vsigmoid, vtanh,
-                                  wide_vectors)
+from lstmkit.kernels.core import (SYNC_STRIDE, barrier, finished, gemm, jit, packed_gemm, row_product_with_x_w,
+                                  started, vsigmoid, vtanh, wide_vectors, x_w_halves)
 from lstmkit.kernels.gate_tile import ROWS, UNITS, lstm_tile, pack_by_units
 
 threads.apply_env()
@@ -145,7 +145,11 @@ def _forward_units_part(x, W, Wp, U, Up, xw, fill, scale, b, gates, hs, cs, tanh
     pack_unit_columns(W, Wq, H, u0, u1)
     pack_unit_columns(U, Uq, H, u0, u1)
     z = xw[q]                                           # (T, B, 4m): x_t W + h_{t-1} U, then the gates
-    packed_gemm(x.reshape(T * B, x.shape[2]), Wq, z.reshape(T * B, 4 * m), False)
+    x2, z2 = x.reshape(T * B, x.shape[2]), z.reshape(T * B, 4 * m)
+    if B == 1:                                          # x W's first 8 rows; the rest beside the products
+        done = x_w_halves(x2, Wq, z2, -2 * Wq.shape[0], 0)
+    else:
+        packed_gemm(x2, Wq, z2, False)
     own = np.empty((2, 4 * m), scale.dtype)            # the bias and scale of its columns, in their order
     for g in range(4):
         for j in range(m):
@@ -157,7 +161,10 @@ def _forward_units_part(x, W, Wp, U, Up, xw, fill, scale, b, gates, hs, cs, tanh
         for r in range(B):              # h_{t-1}, half of it from the other core: its lines fetched at once,
             for j in range(H):          # not one by one as the product reaches them (inference at 1, 100,
                 h_own[r, j] = h_prev[r, j]   # 128, 128: 0.35-0.40 -> 0.27 ms)
-        product(h_own, U, Uq, z[t], True, False, t)       # z_t = x_t W + h_{t-1} U (its columns)
+        if B == 1:                                        # z_t = x_t W + h_{t-1} U (its columns)
+            done = row_product_with_x_w(h_own[0], Uq, z2[t], t, x2, Wq, z2, done)
+        else:
+            product(h_own, U, Uq, z[t], True, False, t)
         for r in range(B):
             if t >= lengths[r]:
                 _freeze(hs, cs, y, t, tp, tn, r, ring, u0, u1)
