@@ -43,14 +43,14 @@ def _cell(z, scale, b, cp, cn, th, hn, u0):
     H = z.shape[0] // 4
     one, two = z.dtype.type(1.0), z.dtype.type(2.0)
     for j in range(4 * H):
-        z[j] = vsigmoid(scale[j] * (z[j] + b[j]))           # i, f, (g+1)/2, o (g = 2 sigmoid(2 z) - 1)
+        z[j] = vsigmoid(scale[j] * (z[j] + b[j]))                   # i, f, (g+1)/2, o (g = 2 sigmoid(2 z) - 1)
     i, f, gs, o = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
     for j in range(H):
         cn[u0 + j] = f[j] * cp[u0 + j] + i[j] * (two * gs[j] - one)   # C_t = f C_{t-1} + i C~_t
     for j in range(H):
-        th[u0 + j] = vtanh(cn[u0 + j])                                  # tanh(C_t)
+        th[u0 + j] = vtanh(cn[u0 + j])                              # tanh(C_t)
     for j in range(H):
-        hn[u0 + j] = o[j] * th[u0 + j]                                  # h_t = o tanh(C_t)
+        hn[u0 + j] = o[j] * th[u0 + j]                              # h_t = o tanh(C_t)
 
 
 @jit
@@ -133,8 +133,9 @@ def _forward_units_part(x, W, Wp, U, Up, xw, fill, scale, b, gates, hs, cs, tanh
     h_t. The thread packs its columns of W and U (its units' gates, in the order i, f, g, o) into
     Wp[q] (32-column panels) and Up[q] (128-column ones) and projects x W into xw[q] (xw
     (threads, T, B, 4H / threads), scratch: each thread's rows contiguous, so that its passes over
-    them vectorise), to which each step adds h_{t-1} U and which then holds the gates. Arguments
-    and buffers as `_forward_part` (the gates copied there where the cache is kept)."""
+    them vectorise; at batch 1, 8 steps ahead, in the per-step products' idle multiply-add slots:
+    `core.row_product_with_x_w`), to which each step adds h_{t-1} U and which then holds the gates.
+    Arguments and buffers as `_forward_part` (the gates copied there where the cache is kept)."""
     started(sync, q)
     T, B, G = gates.shape
     H = G // 4
