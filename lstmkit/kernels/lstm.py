@@ -123,6 +123,47 @@ def _forward_tile_part(x, W, Wp, U, Up, UTp, fill, scale, b, gates, hs, cs, tanh
     finished(sync, q)
 
 
+@jit(inline=True)
+def _freeze(hs, cs, y, t, tp, tn, r, ring, u0, u1):
+    """Units u0:u1 of row r at step t, past its length: c (and h, unless in a ring) carried
+    unchanged, y_t = 0."""
+    cp, cn, yr = cs[tp, r], cs[tn, r], y[t, r]
+    for j in range(u0, u1):
+        cn[j] = cp[j]
+        yr[j] = 0.0
+    if not ring:
+        hp, hn = hs[tp, r], hs[tn, r]
+        for j in range(u0, u1):
+            hn[j] = hp[j]
+
+
+@jit(inline=True)
+def _ring_final_h(hs, y, lengths, r0, r1, u0, u1):
+    """The ring ends on each row's h at its length (y there, or h0 for length 0), in row T % 2
+    (units u0:u1)."""
+    T = y.shape[0]
+    for r in range(r0, r1):
+        h, hT = y[lengths[r] - 1, r] if lengths[r] > 0 else hs[0, r], hs[T & 1, r]
+        for j in range(u0, u1):
+            hT[j] = h[j]
+
+
+@jit
+def _tile_step(x, Wu, h_prev, Uu, b, cs, hn, y, gates, tanh_c, t, tp, tn, r0, r1, ring):
+    """Step t of batch rows r0:r1 (whole 4-row tiles) by `gate_tile.lstm_tile`, every row as if
+    within its length: C_t into cs[tn], h_t into hn[tn] = hs[tn] and y[t] with the gates into
+    gates[t] and tanh(C_t) into tanh_c[t], or, in a ring (hn = y), into y[t] alone. x (T, B, I);
+    Wu, Uu: W and U packed by units (H/16, I or H, 64); h_prev (B, H) h_{t-1}; cs (T+1 or 2, B, H)."""
+    B, I = x.shape[1], x.shape[2]
+    H = cs.shape[2]
+    th, h_row = (0, t) if ring else (t, tn)
+    for u in range(0, H, UNITS):                     # a unit group's packed rows stay in L1 for all its tiles
+        for r in range(r0, r1, ROWS):
+            lstm_tile(x, (t * B + r) * I, I, Wu, h_prev, r * H, Uu, u // UNITS, H, b,
+                      cs, (tp * B + r) * H + u, (tn * B + r) * H + u, hn, (h_row * B + r) * H + u,
+                      y, (t * B + r) * H + u, not ring, gates, (t * B + r) * 4 * H + u, tanh_c, (th * B + r) * H + u)
+
+
 @jit
 def _forward_units_part(x, W, Wp, U, Up, xw, fill, scale, b, gates, hs, cs, tanh_c, y, lengths, sync, q, k0, k1,
                         block, r0, r1):
@@ -183,47 +224,6 @@ def _forward_units_part(x, W, Wp, U, Up, xw, fill, scale, b, gates, hs, cs, tanh
     if ring:
         _ring_final_h(hs, y, lengths, 0, B, u0, u1)
     finished(sync, q)
-
-
-@jit(inline=True)
-def _freeze(hs, cs, y, t, tp, tn, r, ring, u0, u1):
-    """Units u0:u1 of row r at step t, past its length: c (and h, unless in a ring) carried
-    unchanged, y_t = 0."""
-    cp, cn, yr = cs[tp, r], cs[tn, r], y[t, r]
-    for j in range(u0, u1):
-        cn[j] = cp[j]
-        yr[j] = 0.0
-    if not ring:
-        hp, hn = hs[tp, r], hs[tn, r]
-        for j in range(u0, u1):
-            hn[j] = hp[j]
-
-
-@jit(inline=True)
-def _ring_final_h(hs, y, lengths, r0, r1, u0, u1):
-    """The ring ends on each row's h at its length (y there, or h0 for length 0), in row T % 2
-    (units u0:u1)."""
-    T = y.shape[0]
-    for r in range(r0, r1):
-        h, hT = y[lengths[r] - 1, r] if lengths[r] > 0 else hs[0, r], hs[T & 1, r]
-        for j in range(u0, u1):
-            hT[j] = h[j]
-
-
-@jit
-def _tile_step(x, Wu, h_prev, Uu, b, cs, hn, y, gates, tanh_c, t, tp, tn, r0, r1, ring):
-    """Step t of batch rows r0:r1 (whole 4-row tiles) by `gate_tile.lstm_tile`, every row as if
-    within its length: C_t into cs[tn], h_t into hn[tn] = hs[tn] and y[t] with the gates into
-    gates[t] and tanh(C_t) into tanh_c[t], or, in a ring (hn = y), into y[t] alone. x (T, B, I);
-    Wu, Uu: W and U packed by units (H/16, I or H, 64); h_prev (B, H) h_{t-1}; cs (T+1 or 2, B, H)."""
-    B, I = x.shape[1], x.shape[2]
-    H = cs.shape[2]
-    th, h_row = (0, t) if ring else (t, tn)
-    for u in range(0, H, UNITS):                     # a unit group's packed rows stay in L1 for all its tiles
-        for r in range(r0, r1, ROWS):
-            lstm_tile(x, (t * B + r) * I, I, Wu, h_prev, r * H, Uu, u // UNITS, H, b,
-                      cs, (tp * B + r) * H + u, (tn * B + r) * H + u, hn, (h_row * B + r) * H + u,
-                      y, (t * B + r) * H + u, not ring, gates, (t * B + r) * 4 * H + u, tanh_c, (th * B + r) * H + u)
 
 
 @functools.lru_cache(maxsize=None)
