@@ -606,14 +606,19 @@ def test_small_batches_run_the_products_beside_the_recurrence(kernel_threads, n,
     (2, 23, 5, 9, 128, [23, 1, 0, 22, 23]),     # rows past their length (one of none: not PyTorch)
     (2, 7, 3, 600, 192, [7, 6, 2]),             # 96 units a thread: panels span two gates; I > 512
     (3, 9, 2, 16, 192, [9, 4])])                # 64 units a thread on three
-def test_small_batches_split_their_units_among_the_threads(kernel_threads, n, T, B, I, H, lengths):
+def test_small_batches_split_their_units_among_the_threads(kernel_threads, monkeypatch, n, T, B, I, H, lengths):
     # A batch under 8 rows with a large U splits its units among the threads, each reading only
     # its units' part of U every step, with a barrier a step: the same numbers as the reference
     # and PyTorch, forward and backward, with lengths; inference gives the training forward's bits,
-    # and every run the same.
-    from lstmkit.kernels import common
+    # and every run the same. Not with more threads than cores (here made n, then n - 1).
+    from lstmkit.kernels import common, threads
     kernel_threads(n)
     layout = lambda B, H: common._forward_layout(T, B, I, H, 4 * H, np.dtype(np.float32), n, True, True, True)[2]
+    monkeypatch.setattr(threads, "cores", lambda: n - 1)
+    common._forward_layout.cache_clear()
+    assert all(fill != common.BY_UNITS for _, fill in layout(B, H))
+    monkeypatch.setattr(threads, "cores", lambda: n)
+    common._forward_layout.cache_clear()
     assert all(fill == common.BY_UNITS for _, fill in layout(B, H))
     assert all(fill != common.BY_UNITS for _, fill in layout(B, 64) + layout(16, H))   # small U; split batch
     check(T, B, I, H, np.float32, seed=n + B, lengths=lengths, against_torch=lengths is None or min(lengths) > 0)
@@ -628,6 +633,8 @@ def test_small_batches_split_their_units_among_the_threads(kernel_threads, n, T,
         again = run(fast, args, grads, lengths)
         for name in NAMES:
             assert np.array_equal(first[name], again[name]), name
+    monkeypatch.undo()
+    common._forward_layout.cache_clear()              # (layouts worked out with the pretended cores)
 
 
 @pytest.mark.parametrize("n", [2, 3])

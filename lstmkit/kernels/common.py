@@ -8,7 +8,8 @@ forward   x_t W for all steps (`project`: `core.packed_gemm` on W packed into co
           to I = 512, each thread its own batch rows; BLAS beyond, each thread a block of the T B
           rows, published as it goes); then the recurrence of the thread's own batch rows
           (`runs`), each step once its rows of x W are there (`step_product`): rows never meet
-          inside a layer, so no thread waits for another inside the time loop. The per-step
+          inside a layer, so no thread waits for another inside the time loop (but in the
+          units split of small batches, below). The per-step
           product (`product`) uses an 8 x 32 register tile on U packed once per call
           for float32 runs of 8 rows or more, a 1 x 128 one for smaller batches (when the columns
           fill the panels), else BLAS; float64 uses BLAS.
@@ -20,7 +21,9 @@ backward  BPTT of the thread's batch rows, then the products over all steps
           and dU = h_{t-1}^T dhu (`core.gemm_tn` for float32 with H a multiple of 32, else BLAS).
 small     A batch too small to split among the threads (`batch_parts`) runs its recurrence on one
 batches   thread while a second projects x W ahead of it (forward) or sums dW and dU over the
-          steps BPTT has finished (backward): `forward_plan`, `backward_plan`.
+          steps BPTT has finished (backward): `forward_plan`, `backward_plan`. The LSTM's forward
+          with a large U splits the hidden units among the threads instead, with a barrier a
+          step (`uses_units`).
 """
 import functools
 import math
@@ -316,21 +319,22 @@ def uses_gate_tile(B, I, H, dtype, parts):
             and (I + H) * 4 * H * 4 <= GATE_TILE_MAX_BYTES)
 
 
-# U from this size on (float32, the LSTM: H >= 128) splits a small batch's forward by units. Inference
-# at batch 1, T = 100, alternating runs: H = 128 (256 KB) 302-315 -> 265 µs, 4 x 128 1.11 -> 0.93-0.95 ms,
-# 7 x 512 (T = 50) 14.9 -> 11.7-11.8; H = 64 (64 KB) 103 -> 133-198 µs: there the barrier and h's lines
-# from the other core cost more than reading half of U saves.
-UNITS_MIN_BYTES = 1 << 17
+# A thread's part of U from this size on (float32, the LSTM, two threads: H >= 128) splits a small batch's
+# forward by units. Inference at batch 1, T = 100, alternating runs: H = 128 (128 KB a thread) 302-315 ->
+# 265 µs, 4 x 128 1.11 -> 0.93-0.95 ms, 7 x 512 (T = 50) 14.9 -> 11.7-11.8; H = 64 (32 KB a thread) 103 ->
+# 133-198 µs: there the barrier and h's lines from the other core cost more than reading half of U saves.
+UNITS_MIN_BYTES = 1 << 16
 
 
 def uses_units(B, H, G, dtype, n_threads, parts):
     """Whether an LSTM forward splits its units among the threads (`lstm._forward_units_part`):
     float32, a batch too small to split (parts 1) and under the TILE_ROWS rows of the packed tile
     (one-row products, which read U from L2 as fast as L2 delivers it), each thread's columns of
-    U filling whole ROW_COLS-column panels, and U of at least UNITS_MIN_BYTES, which one core
-    would read from L2 every step."""
-    return (dtype == np.float32 and n_threads > 1 and parts == 1 and B < TILE_ROWS
-            and G % (n_threads * ROW_COLS) == 0 and H * G * 4 >= UNITS_MIN_BYTES)
+    U filling whole ROW_COLS-column panels and at least UNITS_MIN_BYTES, and no more threads than
+    the cores this process may run on (a barrier a step waits for every thread: with three on two
+    cores, 5.9 against 0.48 ms on two at 1, 100, 32, 192)."""
+    return (dtype == np.float32 and 1 < n_threads <= threads.cores() and parts == 1 and B < TILE_ROWS
+            and G % (n_threads * ROW_COLS) == 0 and H * G * 4 // n_threads >= UNITS_MIN_BYTES)
 
 
 def forward_plan(T, B, I, G, parts, packed_w):

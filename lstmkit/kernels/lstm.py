@@ -14,7 +14,9 @@ Buffers (time-major, as in the reference; from `buffers`, recycled between calls
            h0 and the final h (h_t is read back from y_t), and tanh_c (1, B, H), one step:
            nothing per step but y is left behind)
     dz     (T, B, 4H)  gradient of the gate pre-activations (backward only)
-    Wp, Up (4H/w, I or H, w)  W and U in column panels of w = 32 or 128 (empty: use BLAS)
+    Wp, Up (4H/w, I or H, w)  W and U in column panels of w = 32 or 128 (empty: use BLAS), or a
+                              copy per thread (the gate tile; the units split, each thread's
+                              columns, with a scratch xw (threads, T, B, 4H / threads) for x W)
     UTp    (H/w, 4H, w)       U^T the same way
 """
 import functools
@@ -169,12 +171,12 @@ def _forward_units_part(x, W, Wp, U, Up, xw, fill, scale, b, gates, hs, cs, tanh
                         block, r0, r1):
     """Thread q's share of a small batch's forward split by hidden units (`common.uses_units`,
     fill BY_UNITS): units u0:u1 of every row and step. Each per-step product h U reads the part of
-    U of its units alone (at 1, 100, 128, 128, 128 of 256 KB: one core reads U from L2 in 2.3 µs,
-    half of it in 1.25), and each step ends on a barrier, as the next one's product reads all of
-    h_t. The thread packs its columns of W and U (its units' gates, in the order i, f, g, o) into
+    U of its units alone (at 1, 100, 128, 128 on two threads, 128 of the 256 KB, which one core
+    reads from L2 in 1.25 against 2.3 µs), and each step ends on a barrier, as the next one's
+    product reads all of h_t. The thread packs its columns of W and U (its units' gates, in the order i, f, g, o) into
     Wp[q] (32-column panels) and Up[q] (128-column ones) and projects x W into xw[q] (xw
     (threads, T, B, 4H / threads), scratch: each thread's rows contiguous, so that its passes over
-    them vectorise; at batch 1, 8 steps ahead, in the per-step products' idle multiply-add slots:
+    them vectorise; at batch 1, up to 8 steps ahead, in the per-step products' idle multiply-add slots:
     `core.row_product_with_x_w`), to which each step adds h_{t-1} U and which then holds the gates.
     Arguments and buffers as `_forward_part` (the gates copied there where the cache is kept)."""
     started(sync, q)

@@ -54,6 +54,14 @@ def set_num_threads(n):
     return n
 
 
+def cores():
+    """The number of cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                       # (not on every platform)
+        return os.cpu_count() or 1
+
+
 def get_num_threads():
     """The thread bound in force: set_num_threads's n, else the BLAS pool size at first use."""
     global _bound
