@@ -279,11 +279,11 @@ def _forward_layout(T, B, I, H, G, dtype, n_threads, for_backward, in_registers=
     if by_units and uses_units(B, H, G, dtype, n_threads, parts):
         jobs = tuple(((q, 0, 0, T * B, 0, B), BY_UNITS) for q in range(n_threads))
         columns = G // n_threads                      # each thread's, in panels of TILE_COLS and ROW_COLS
-        shapes = ((n_threads, columns // TILE_COLS, I, TILE_COLS), (n_threads, columns // ROW_COLS, H, ROW_COLS),
-                  (n_threads, T, B, columns))
         sync = projection_sync([(0, 0)] * n_threads)
-        return tuple((shape, dtype) for shape in shapes[:2]) + ((sync.shape, sync.dtype), (shapes[2], dtype)), \
-            None, jobs, sync, False
+        specs = (((n_threads, columns // TILE_COLS, I, TILE_COLS), dtype),          # W
+                 ((n_threads, columns // ROW_COLS, H, ROW_COLS), dtype),            # U
+                 (sync.shape, sync.dtype), ((n_threads, T, B, columns), dtype))     # x W
+        return specs, None, jobs, sync, False
     if in_registers and uses_gate_tile(B, I, H, dtype, parts):
         jobs = tuple(((q, 0, 0, T * B, r0, r1), GATE_TILE) for q, (r0, r1) in enumerate(runs(B, parts)))
         shapes = tuple((parts, H // gate_tile.UNITS, K, gate_tile.WIDTH) for K in (I, H))   # a copy per thread

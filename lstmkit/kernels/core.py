@@ -505,24 +505,25 @@ def row_and_tile(typingctx, a, a_off, a_ks, p, p_off, p_ks, K1, c, c_off, x, x_o
         for r in range(TILE_ROWS):
             rr = builder.select(builder.icmp_signed("<", const(r), n), const(r), builder.sub(n, const(1)))
             xrows.append(builder.gep(X, [builder.add(x_off, builder.mul(rr, x_rs))]))
-            zrows.append([at(Z, builder.add(z_off, builder.add(builder.mul(rr, z_rs), const(16 * v)))) for v in (0, 1)])
+            zrows.append([at(Z, builder.add(z_off, builder.add(builder.mul(rr, z_rs), const(16 * v))))
+                          for v in range(TILE_COLS // 16)])
             start.append([builder.select(keep, builder.load(ptr, align=4), zero) for ptr in zrows[-1]])
         row = ([builder.gep(A, [a_off])], a_ks, lambda k: builder.gep(P, [builder.add(p_off, builder.mul(k, p_ks))]))
         tile = (xrows, const(1), lambda k: builder.gep(Q, [builder.add(q_off, builder.mul(k, const(TILE_COLS)))]))
         half = builder.sdiv(K1, const(2))                  # two values of k of the row to one of the tile
         both = builder.select(builder.icmp_signed("<", half, K2), half, K2)
-        sums = register_sums_together(builder, fma, vec, [(*row, [[zero] * 8], None, 2), (*tile, start, None, 1)],
-                                      const(0), both, "both")
+        sums = register_sums_together(builder, fma, vec, [(*row, [[zero] * (ROW_COLS // 16)], None, 2),
+                                                          (*tile, start, None, 1)], const(0), both, "both")
         row_sums = register_sums(builder, fma, vec, *row, sums[0], builder.mul(both, const(2)), K1, "row")
         tile_sums = register_sums(builder, fma, vec, *tile, sums[1], both, K2, "tile")
         with builder.if_then(builder.icmp_signed(">", K1, const(0))):
-            for v in range(8):
+            for v in range(ROW_COLS // 16):
                 ptr = at(C, builder.add(c_off, const(16 * v)))
                 builder.store(builder.fadd(builder.load(ptr, align=4), row_sums[0][v]), ptr, align=4)
         for r in range(TILE_ROWS):
             with builder.if_then(builder.icmp_signed("<", const(r), n)):
-                for v in range(2):
-                    builder.store(tile_sums[r][v], zrows[r][v], align=4)
+                for sum_, ptr in zip(tile_sums[r], zrows[r]):
+                    builder.store(sum_, ptr, align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -623,8 +624,9 @@ def row_product_with_x_w(h, Up, c, t, x, Wp, z, done):
     taken downwards on odd t (as `packed_gemm`'s descending), each panel beside the next half of
     an 8 x 32 tile of x W not yet done: half `done` of the order of `x_w_half` of z (S, M) = x
     (S, I) @ W, W packed as Wp (M/32, I, 32). First the halves that step t + 1's row needs, if not
-    done (`x_w_halves`). Returns the halves done. (At 1, 100, 128, 128, two panels a step and a
-    thread, one tile a step: inference 263-265 -> 245-247 µs with a whole tile beside one panel.)"""
+    done (`x_w_halves`). Returns the halves done. (At 1, 100, 128, 128 on two threads, two panels
+    a step and a thread, one tile a step: inference 263-268 -> 238-241 µs; 245-250 with a whole
+    tile beside every second panel.)"""
     P, K, W = Up.shape
     S = x.shape[0]
     total = 2 * (-(-S // TILE_ROWS) - 1) * Wp.shape[0]
